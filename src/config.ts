@@ -1,0 +1,80 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  databaseUrl: string;
+  jwtSecret: string;
+  /** 32 bytes, for AES-256-GCM. */
+  secretsKey: Buffer;
+  adminUsername: string;
+  adminPassword: string | undefined;
+  redisUrl: string | undefined;
+  rateLimitPerHour: number;
+  rateLimitHealthPerHour: number;
+  logLevel: string;
+  bodyLimit: number;
+  trustProxy: boolean;
+  /** Absolute origin for links in responses; when unset, taken from each request's Host. */
+  publicUrl: string | undefined;
+  /** Run job workers inside `serve` (default true). */
+  inProcessWorkers: boolean;
+  version: string;
+}
+
+export const VERSION = '0.1.0';
+
+/** A secret from the environment, or one generated once and kept in the data directory (mode 0600). */
+function persistentSecret(dataDir: string, file: string, fromEnv: string | undefined, bytes: number): string {
+  if (fromEnv) return fromEnv;
+  const path = join(dataDir, file);
+  if (existsSync(path)) return readFileSync(path, 'utf8').trim();
+  mkdirSync(dataDir, { recursive: true });
+  const value = randomBytes(bytes).toString('base64url');
+  writeFileSync(path, value + '\n', { mode: 0o600 });
+  chmodSync(path, 0o600);
+  return value;
+}
+
+/** Any string becomes a 32-byte key: base64/hex of 32 bytes is used as is, anything else is hashed. */
+export function keyFromString(value: string): Buffer {
+  for (const enc of ['base64url', 'base64', 'hex'] as const) {
+    const b = Buffer.from(value, enc);
+    if (b.length === 32 && b.toString(enc).replace(/=+$/, '') === value.replace(/=+$/, '')) return b;
+  }
+  return createHash('sha256').update(value).digest();
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, dflt: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got "${raw}"`);
+  return n;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const dataDir = resolve(env.DATA_DIR ?? './data');
+  return {
+    port: int(env, 'PORT', 8000),
+    host: env.HOST ?? '0.0.0.0',
+    dataDir,
+    databaseUrl: env.DATABASE_URL || join(dataDir, 'agentry.db'),
+    jwtSecret: persistentSecret(dataDir, 'jwt_secret', env.JWT_SECRET, 48),
+    secretsKey: keyFromString(persistentSecret(dataDir, 'secrets_key', env.SECRETS_KEY, 32)),
+    adminUsername: env.ADMIN_USERNAME || 'admin',
+    adminPassword: env.ADMIN_PASSWORD || undefined,
+    redisUrl: env.REDIS_URL || undefined,
+    rateLimitPerHour: int(env, 'RATE_LIMIT_PER_HOUR', 1000),
+    rateLimitHealthPerHour: int(env, 'RATE_LIMIT_HEALTH_PER_HOUR', 100),
+    logLevel: env.LOG_LEVEL || 'info',
+    bodyLimit: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024),
+    trustProxy: env.TRUST_PROXY === 'true' || env.TRUST_PROXY === '1',
+    publicUrl: env.PUBLIC_URL?.replace(/\/$/, '') || undefined,
+    inProcessWorkers: env.WORKERS_IN_PROCESS !== 'false',
+    version: VERSION,
+  };
+}

@@ -1,0 +1,94 @@
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationProvider } from 'kysely';
+import pg from 'pg';
+import type { Database } from '../db/schema.js';
+import { migrations } from '../db/migrations/index.js';
+
+export type Dialect = 'sqlite' | 'postgres';
+
+export interface Db {
+  kysely: Kysely<Database>;
+  dialect: Dialect;
+  close(): Promise<void>;
+}
+
+// PostgreSQL returns int8 (COUNT, SUM) and numeric as strings; the API speaks numbers.
+pg.types.setTypeParser(20, (v) => Number(v));
+pg.types.setTypeParser(1700, (v) => Number(v));
+
+/**
+ * better-sqlite3 wrapped so that each SQL text is prepared once: Kysely's SQLite driver calls
+ * `prepare` for every query, which costs more than running a small indexed query.
+ */
+function withStatementCache(db: BetterSqlite3.Database, max = 500) {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => db.close(),
+    prepare(text: string) {
+      let stmt = cache.get(text);
+      if (stmt) return stmt;
+      stmt = db.prepare(text);
+      if (cache.size >= max) cache.delete(cache.keys().next().value as string);
+      cache.set(text, stmt);
+      return stmt;
+    },
+  };
+}
+
+export interface OpenOptions {
+  /** `postgres://…` or `postgresql://…` for PostgreSQL; otherwise a SQLite file path, `sqlite:path` or `:memory:`. */
+  url: string;
+  /** PostgreSQL only: the schema to use (created if missing). Tests use one schema each. */
+  schema?: string;
+}
+
+/** The one place that opens the database. */
+export async function openDatabase(opts: OpenOptions): Promise<Db> {
+  if (/^postgres(ql)?:\/\//.test(opts.url)) {
+    const pool = new pg.Pool({
+      connectionString: opts.url,
+      max: Number(process.env.DATABASE_POOL_SIZE ?? 10),
+      ...(opts.schema ? { options: `-c search_path=${opts.schema}` } : {}),
+    });
+    if (opts.schema) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(opts.schema)) throw new Error(`invalid schema name ${opts.schema}`);
+      await pool.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`);
+    }
+    const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    return { kysely, dialect: 'postgres', close: () => kysely.destroy() };
+  }
+  const path = opts.url.replace(/^sqlite:(\/\/)?/, '');
+  if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+  const raw = new BetterSqlite3(path);
+  raw.pragma('journal_mode = WAL');
+  raw.pragma('synchronous = NORMAL');
+  raw.pragma('foreign_keys = ON');
+  raw.pragma('busy_timeout = 5000');
+  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) }) });
+  return { kysely, dialect: 'sqlite', close: () => kysely.destroy() };
+}
+
+const provider: MigrationProvider = { getMigrations: async () => migrations };
+
+/** Runs every pending migration; throws with the failing migration's name. */
+export async function migrate(db: Db): Promise<string[]> {
+  const migrator = new Migrator({ db: db.kysely, provider });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error');
+    throw new Error(`migration ${failed?.migrationName ?? '?'} failed: ${(error as Error).message ?? error}`);
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}
+
+/** True when the database answers a trivial query. */
+export async function ping(db: Db): Promise<boolean> {
+  try {
+    await sql`select 1`.execute(db.kysely);
+    return true;
+  } catch {
+    return false;
+  }
+}

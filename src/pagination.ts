@@ -1,0 +1,164 @@
+import { sql, type SelectQueryBuilder } from 'kysely';
+import { z } from 'zod';
+import type { Ctx } from './context.js';
+import { badRequest } from './errors.js';
+
+export const MAX_PAGE_SIZE = 100;
+export const DEFAULT_PAGE_SIZE = 50;
+/** Past this page, `next`/`previous` carry a keyset cursor instead of a page number. */
+export const CURSOR_AFTER_PAGE = 10;
+
+/** Query parameters every list accepts. */
+export const pageParams = {
+  page: z.number().int().min(1).optional().describe('Page number (1-based)'),
+  page_size: z.number().int().min(1).max(MAX_PAGE_SIZE).optional().describe(`Rows per page (max ${MAX_PAGE_SIZE})`),
+  cursor: z.string().max(500).optional().describe('Opaque cursor from a `next`/`previous` link'),
+};
+export type PageInput = { page?: number; page_size?: number; cursor?: string };
+
+/** The DRF list envelope. */
+export function paginated<T extends z.ZodType>(item: T) {
+  return z.object({
+    count: z.number().int(),
+    next: z.string().nullable(),
+    previous: z.string().nullable(),
+    results: z.array(item),
+  });
+}
+export interface Page<T> { count: number; next: string | null; previous: string | null; results: T[] }
+
+/**
+ * Row counts for list envelopes, cached per organization, table and filter for a few seconds and
+ * dropped when the organization writes to the table: a list request never pays a full COUNT(*)
+ * more than once per TTL.
+ */
+export class CountCache {
+  private entries = new Map<string, { n: number; at: number }>();
+  private versions = new Map<string, number>();
+  constructor(private readonly ttlMs = 5000, private readonly max = 10000) {}
+
+  key(scope: string, table: string, sqlText: string, params: readonly unknown[]): string {
+    const v = this.versions.get(`${scope}|${table}`) ?? 0;
+    return `${scope}|${table}|${v}|${sqlText}|${JSON.stringify(params)}`;
+  }
+  get(key: string): number | undefined {
+    const e = this.entries.get(key);
+    if (!e) return undefined;
+    if (Date.now() - e.at > this.ttlMs) { this.entries.delete(key); return undefined; }
+    return e.n;
+  }
+  set(key: string, n: number): void {
+    if (this.entries.size >= this.max) this.entries.delete(this.entries.keys().next().value as string);
+    this.entries.set(key, { n, at: Date.now() });
+  }
+  /** Call after a write that adds or removes rows of `table` in `scope` (an organization id). */
+  invalidate(scope: string, table: string): void {
+    const k = `${scope}|${table}`;
+    this.versions.set(k, (this.versions.get(k) ?? 0) + 1);
+  }
+}
+
+interface CursorState { v: unknown; id: string; d: 'n' | 'p' }
+
+function encodeCursor(c: CursorState): string {
+  return Buffer.from(JSON.stringify(c)).toString('base64url');
+}
+function decodeCursor(raw: string): CursorState {
+  try {
+    const c = JSON.parse(Buffer.from(raw, 'base64url').toString('utf8')) as CursorState;
+    if (typeof c.id !== 'string' || (c.d !== 'n' && c.d !== 'p')) throw new Error('shape');
+    return c;
+  } catch {
+    throw badRequest({ cursor: 'Invalid cursor' });
+  }
+}
+
+function link(ctx: Ctx, set: Record<string, string>, drop: string[]): string {
+  const u = new URL(ctx.url, ctx.baseUrl);
+  for (const k of drop) u.searchParams.delete(k);
+  for (const [k, v] of Object.entries(set)) u.searchParams.set(k, v);
+  return u.toString();
+}
+
+export interface PaginateOptions<R> {
+  /** Filtered and organization-scoped; selects at least `id` and the sort column. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  query: SelectQueryBuilder<any, any, R>;
+  /** Table name for count invalidation (see CountCache.invalidate). */
+  table: string;
+  /** Scope for the count cache, normally the organization id. */
+  scope: string;
+  input: PageInput;
+  /** Sort column (qualified if the query joins) and direction; `id` breaks ties. Default: id desc (newest first). */
+  sort?: { column: string; direction: 'asc' | 'desc'; key?: (row: R) => unknown };
+  /** Qualified id column when the query joins (default `id`). */
+  idColumn?: string;
+}
+
+/** The one pagination helper: DRF envelope, page numbers, keyset cursors for deep pages, cached count. */
+export async function paginate<R extends { id: string }, T>(ctx: Ctx, opts: PaginateOptions<R>, map: (row: R) => T): Promise<Page<T>> {
+  const size = opts.input.page_size ?? DEFAULT_PAGE_SIZE;
+  const idCol = opts.idColumn ?? 'id';
+  const sortCol = opts.sort?.column ?? idCol;
+  const desc = (opts.sort?.direction ?? 'desc') === 'desc';
+  const sortKey = opts.sort?.key ?? ((r: R) => (opts.sort ? (r as Record<string, unknown>)[opts.sort.column.split('.').pop()!] : r.id));
+  const sameCol = sortCol === idCol;
+
+  const countPromise = countOf(ctx, opts);
+
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  let q: SelectQueryBuilder<any, any, R> = opts.query;
+  let page: number | null = null;
+  let cursor: CursorState | null = null;
+  if (opts.input.cursor) {
+    cursor = decodeCursor(opts.input.cursor);
+    const forward = cursor.d === 'n';
+    const op = (forward === desc) ? '<' : '>';
+    const c = cursor;
+    q = sameCol
+      ? q.where(sql.ref(idCol), op, c.id)
+      : q.where((eb) => eb.or([
+        eb(sql.ref(sortCol), op, c.v),
+        eb.and([eb(sql.ref(sortCol), '=', c.v), eb(sql.ref(idCol), op, c.id)]),
+      ]));
+    const dir = (forward === desc) ? 'desc' : 'asc';
+    if (!sameCol) q = q.orderBy(sql.ref(sortCol), dir);
+    q = q.orderBy(sql.ref(idCol), dir).limit(size + 1);
+  } else {
+    page = opts.input.page ?? 1;
+    const dir = desc ? 'desc' : 'asc';
+    if (!sameCol) q = q.orderBy(sql.ref(sortCol), dir);
+    q = q.orderBy(sql.ref(idCol), dir).limit(size + 1).offset((page - 1) * size);
+  }
+
+  let rows = await q.execute();
+  const more = rows.length > size;
+  if (more) rows = rows.slice(0, size);
+  if (cursor?.d === 'p') rows.reverse();
+  const count = await countPromise;
+
+  const cursorLink = (row: R, d: 'n' | 'p') => link(ctx, { cursor: encodeCursor({ v: sameCol ? undefined : sortKey(row), id: row.id, d }) }, ['page', 'cursor']);
+  let next: string | null = null;
+  let previous: string | null = null;
+  if (page !== null) {
+    if (more) next = page + 1 <= CURSOR_AFTER_PAGE ? link(ctx, { page: String(page + 1) }, ['cursor']) : cursorLink(rows[rows.length - 1], 'n');
+    if (page > 1) previous = page - 1 <= CURSOR_AFTER_PAGE || rows.length === 0 ? link(ctx, { page: String(page - 1) }, ['cursor']) : cursorLink(rows[0], 'p');
+  } else if (cursor && rows.length) {
+    const forward = cursor.d === 'n';
+    if (forward ? more : true) next = cursorLink(rows[rows.length - 1], 'n');
+    if (forward ? true : more) previous = cursorLink(rows[0], 'p');
+  }
+  return { count, next, previous, results: rows.map(map) };
+}
+
+async function countOf<R>(ctx: Ctx, opts: PaginateOptions<R>): Promise<number> {
+  const cq = opts.query.clearSelect().clearOrderBy().select((eb) => eb.fn.countAll().as('n'));
+  const compiled = cq.compile();
+  const key = ctx.deps.counts.key(opts.scope, opts.table, compiled.sql, compiled.parameters);
+  const hit = ctx.deps.counts.get(key);
+  if (hit !== undefined) return hit;
+  const row = (await cq.executeTakeFirst()) as { n: number | string } | undefined;
+  const n = Number(row?.n ?? 0);
+  ctx.deps.counts.set(key, n);
+  return n;
+}

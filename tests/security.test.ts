@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
-import { crossOrgExempt, crossOrgFixtures } from './fixtures.js';
+import { crossOrgExempt, crossOrgFixtures } from './fixtures/index.js';
 import { permissionsOfBuiltin } from '../src/permissions.js';
 
 // The security trio for every REST route, built from the route table so that no route is missed:

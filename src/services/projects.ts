@@ -6,7 +6,7 @@ import { paginate, type PageInput } from '../pagination.js';
 const COLUMNS = ['id', 'name', 'description', 'status', 'settings', 'created_at', 'updated_at'] as const;
 type Row = { id: string; name: string; description: string; status: string; settings: string; created_at: string; updated_at: string };
 
-const present = (r: Row) => ({ ...r, settings: JSON.parse(r.settings) as Record<string, unknown> });
+const present = (r: Row) => ({ ...r, status: r.status as 'active' | 'archived', settings: JSON.parse(r.settings) as Record<string, unknown> });
 
 export interface ProjectInput { name: string; description?: string; status?: 'active' | 'archived'; settings?: Record<string, unknown> }
 

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { appRouter } from '../routers/index.js';
 import { buildApp } from './app.js';
@@ -22,7 +22,9 @@ Commands:
                               Create a user; with --org-id, add it to that organization
   create-org --name NAME [--owner USERNAME]
                               Create an organization, optionally owned by a user
-  openapi [--out FILE]        Write the OpenAPI document (default ./openapi.json)
+  openapi [--out FILE] [--check]
+                              Write the OpenAPI document (default ./openapi.json); with
+                              --check, write nothing and fail if the file is out of date
 
 Configuration comes from environment variables; see README.md.`;
 
@@ -114,9 +116,19 @@ async function main(argv: string[]): Promise<void> {
       return;
     }
     case 'openapi': {
-      const v = parse(rest, { out: { type: 'string' } });
+      const v = parse(rest, { out: { type: 'string' }, check: { type: 'boolean' } });
       const out = (v.out as string | undefined) ?? 'openapi.json';
-      writeFileSync(out, JSON.stringify(generateOpenApi(restRoutes(appRouter)), null, 2) + '\n');
+      const text = JSON.stringify(generateOpenApi(restRoutes(appRouter)), null, 2) + '\n';
+      if (v.check) {
+        const current = existsSync(out) ? readFileSync(out, 'utf8') : '';
+        if (current !== text) {
+          process.stderr.write(`${out} is out of date with the routers: run \`npm run openapi\` and commit it\n`);
+          process.exit(1);
+        }
+        process.stdout.write(`${out} is up to date\n`);
+        return;
+      }
+      writeFileSync(out, text);
       process.stdout.write(`Wrote ${out}\n`);
       return;
     }

@@ -119,7 +119,7 @@ export async function createTestEnv(configOverrides: Partial<Config> = {}): Prom
       let payload: string | Buffer | undefined = opts.payload;
       if (opts.body !== undefined) { payload = JSON.stringify(opts.body); headers['content-type'] ??= 'application/json'; }
       const res = await app.fastify.inject({ method: method as 'GET', url, headers, payload });
-      let body: unknown = undefined;
+      let body: unknown;
       try { body = res.body ? JSON.parse(res.body) : undefined; } catch { body = undefined; }
       return { status: res.statusCode, body, headers: res.headers as Res['headers'], text: res.body };
     },

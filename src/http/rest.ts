@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { AnyProcedure, AnyRouter } from '@trpc/server';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { badRequest } from '../errors.js';
 import type { Meta, OpenApiMeta } from '../trpc.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../services/idempotency.js';

@@ -1,6 +1,7 @@
 import { SignJWT, jwtVerify, errors as joseErrors } from 'jose';
 import { sql } from 'kysely';
 import type { Actor, Deps } from './context.js';
+import { prepared } from './db.js';
 import { randomToken, sha256Hex } from './crypto.js';
 import { unauthorized } from './errors.js';
 import { nowIso } from './ids.js';
@@ -61,10 +62,18 @@ export async function resolveActor(deps: Deps, authorization: string | undefined
   return resolveJwt(deps, token);
 }
 
+const apiKeyByHash = prepared((k) => k.selectFrom('api_keys')
+  .select(['id', 'organization_id', 'role', 'expires_at', 'revoked_at'])
+  .where('key_hash', '=', ''));
+
+const sessionActor = prepared((k) => k.selectFrom('sessions as s')
+  .innerJoin('users as u', 'u.id', 's.user_id')
+  .leftJoin('memberships as m', (j) => j.onRef('m.user_id', '=', 'u.id').onRef('m.organization_id', '=', 's.organization_id'))
+  .select(['s.revoked_at', 'u.is_active', 'u.is_platform_admin', 'm.role', 'm.role_id'])
+  .where('s.id', '=', '').where('s.user_id', '=', '').where('s.organization_id', '=', ''));
+
 async function resolveApiKey(deps: Deps, key: string): Promise<Actor> {
-  const row = await deps.db.kysely.selectFrom('api_keys')
-    .select(['id', 'organization_id', 'role', 'expires_at', 'revoked_at'])
-    .where('key_hash', '=', sha256Hex(key)).executeTakeFirst();
+  const [row] = await apiKeyByHash(deps.db, [sha256Hex(key)]);
   if (!row) throw unauthorized('The API key is not valid', 'Invalid token');
   if (row.revoked_at) throw unauthorized('The API key has been revoked', 'Invalid token');
   if (row.expires_at && row.expires_at <= nowIso()) throw unauthorized('The API key has expired', 'Invalid token');
@@ -87,12 +96,7 @@ async function resolveJwt(deps: Deps, token: string): Promise<Actor> {
   if (payload.typ !== 'access' || typeof payload.sub !== 'string' || typeof payload.org !== 'string' || typeof payload.sid !== 'string') {
     throw unauthorized('The access token is not valid', 'Invalid token');
   }
-  const row = await deps.db.kysely.selectFrom('sessions as s')
-    .innerJoin('users as u', 'u.id', 's.user_id')
-    .leftJoin('memberships as m', (j) => j.onRef('m.user_id', '=', 'u.id').onRef('m.organization_id', '=', 's.organization_id'))
-    .select(['s.revoked_at', 'u.is_active', 'u.is_platform_admin', 'm.role', 'm.role_id'])
-    .where('s.id', '=', payload.sid).where('s.user_id', '=', payload.sub).where('s.organization_id', '=', payload.org)
-    .executeTakeFirst();
+  const [row] = await sessionActor(deps.db, [payload.sid, payload.sub, payload.org]);
   if (!row || row.revoked_at) throw unauthorized('The session has ended; log in again', 'Invalid token');
   if (!row.is_active) throw unauthorized('The user is deactivated', 'Invalid token');
   if (!row.role) throw unauthorized('The user is no longer a member of this organization', 'Invalid token');

@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type MigrationProvider } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type CompiledQuery, type MigrationProvider } from 'kysely';
 import pg from 'pg';
 import type { Database } from '../db/schema.js';
 import { migrations } from '../db/migrations/index.js';
@@ -91,4 +91,23 @@ export async function ping(db: Db): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * A query built and compiled once per database, then run with new parameters: for the few
+ * queries on every request's path (token resolution), where building and compiling the SQL each
+ * time would cost more than running it. `build` uses placeholder values; `run` passes the real
+ * ones in the order their placeholders appear in the SQL.
+ */
+export function prepared<R>(build: (k: Kysely<Database>) => { compile(): CompiledQuery<R> }) {
+  const cache = new WeakMap<Kysely<Database>, CompiledQuery<R>>();
+  return async (db: Db, parameters: unknown[]): Promise<R[]> => {
+    let q = cache.get(db.kysely);
+    if (!q) {
+      q = build(db.kysely).compile();
+      if (q.parameters.length !== parameters.length) throw new Error(`prepared query takes ${q.parameters.length} parameters, got ${parameters.length}`);
+      cache.set(db.kysely, q);
+    }
+    return (await db.kysely.executeQuery<R>({ ...q, parameters })).rows;
+  };
 }

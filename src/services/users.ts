@@ -1,11 +1,18 @@
-import type { Kysely } from 'kysely';
-import type { Database } from '../../db/schema.js';
+import type { Kysely, Updateable } from 'kysely';
+import type { Database, UsersTable } from '../../db/schema.js';
 import type { Ctx } from '../context.js';
 import { hashPassword } from '../crypto.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 
 export const USERNAME = /^[A-Za-z0-9_.@+-]{3,150}$/;
+
+/**
+ * A DNS hostname for a sending domain: at least two dot-separated labels of letters, digits and
+ * hyphens (no leading or trailing hyphen, at most 63 characters each), an alphabetic top-level
+ * label, at most 253 characters. No scheme, port, path or IP address.
+ */
+export const HOSTNAME = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$/;
 
 export interface NewUser {
   username: string; password: string; email?: string | null; first_name?: string; last_name?: string; is_platform_admin?: boolean;
@@ -54,4 +61,42 @@ export async function userPayload(ctx: Ctx, userId: string, organizationId: stri
 /** The signed-in user. */
 export function currentUser(ctx: Ctx) {
   return userPayload(ctx, ctx.actor!.userId!, ctx.actor!.organizationId);
+}
+
+export interface ProfileInput {
+  first_name?: string;
+  last_name?: string;
+  email?: string | null;
+  /** Write-only: sealed with the secret box; `null` clears it. */
+  mailgun_api_key?: string | null;
+  mailgun_domain?: string | null;
+}
+
+/**
+ * Updates the signed-in user's own profile. Only the given fields change; the Mailgun API key is
+ * stored encrypted and never returned (the payload only says whether one is set).
+ */
+export async function updateProfile(ctx: Ctx, input: ProfileInput) {
+  const userId = ctx.actor!.userId!;
+  if (input.mailgun_domain != null && !HOSTNAME.test(input.mailgun_domain)) {
+    throw badRequest({ mailgun_domain: 'Must be a domain name such as mg.example.com' });
+  }
+  const set: Updateable<UsersTable> = {};
+  if (input.first_name !== undefined) set.first_name = input.first_name;
+  if (input.last_name !== undefined) set.last_name = input.last_name;
+  if (input.email !== undefined) set.email = input.email;
+  if (input.mailgun_api_key !== undefined) set.mailgun_api_key_enc = input.mailgun_api_key === null ? null : ctx.deps.box.encrypt(input.mailgun_api_key);
+  if (input.mailgun_domain !== undefined) set.mailgun_domain = input.mailgun_domain === null ? null : input.mailgun_domain.toLowerCase();
+  if (Object.keys(set).length > 0) {
+    await ctx.deps.db.kysely.updateTable('users').set({ ...set, updated_at: nowIso() }).where('id', '=', userId).execute();
+  }
+  return currentUser(ctx);
+}
+
+/** A user's Mailgun credentials, decrypted, for sending on their behalf; null when not configured. */
+export async function mailgunCredentials(ctx: Ctx, userId: string): Promise<{ api_key: string; domain: string } | null> {
+  const row = await ctx.deps.db.kysely.selectFrom('users').select(['mailgun_api_key_enc', 'mailgun_domain'])
+    .where('id', '=', userId).executeTakeFirst();
+  if (!row?.mailgun_api_key_enc || !row.mailgun_domain) return null;
+  return { api_key: ctx.deps.box.decrypt(row.mailgun_api_key_enc), domain: row.mailgun_domain };
 }

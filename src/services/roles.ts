@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import type { Ctx } from '../context.js';
 import { badRequest, conflict, forbidden, notFound } from '../errors.js';
@@ -75,7 +75,7 @@ async function assertNameFree(ctx: Ctx, name: string, exceptId?: string): Promis
 export function listRoles(ctx: Ctx, input: PageInput & { search?: string }) {
   const org = ctx.actor!.organizationId;
   let query = ctx.deps.db.kysely.selectFrom('roles').select(COLUMNS).where('organization_id', '=', org);
-  if (input.search) query = query.where('name', 'like', `%${input.search.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
+  if (input.search) query = query.where(sql<boolean>`lower(name) like ${`%${input.search.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`} escape '\\'`);
   return paginate(ctx, { query, table: 'roles', scope: org, input }, present);
 }
 

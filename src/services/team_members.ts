@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import { splitRole } from '../auth.js';
 import type { Ctx } from '../context.js';
@@ -38,17 +38,16 @@ function baseQuery(db: Kysely<Database>, org: string) {
     .where('m.organization_id', '=', org);
 }
 
-const escapeLike = (s: string) => s.replace(/[%_\\]/g, (c) => `\\${c}`);
+/** `column LIKE %text%`, ignoring case, with the wildcards of `text` taken literally (SQLite has no default escape character). */
+const contains = (column: string, text: string) => sql<boolean>`lower(${sql.ref(column)}) like ${`%${text.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`} escape '\\'`;
 
 export function listTeamMembers(ctx: Ctx, input: PageInput & { role?: string; search?: string }) {
   const org = ctx.actor!.organizationId;
   let query = baseQuery(ctx.deps.db.kysely, org);
   if (input.role) query = query.where('m.role', '=', input.role);
   if (input.search) {
-    const like = `%${escapeLike(input.search)}%`;
-    query = query.where((eb) => eb.or([
-      eb('u.username', 'like', like), eb('u.email', 'like', like), eb('u.first_name', 'like', like), eb('u.last_name', 'like', like),
-    ]));
+    const text = input.search;
+    query = query.where((eb) => eb.or(['u.username', 'u.email', 'u.first_name', 'u.last_name'].map((c) => contains(c, text))));
   }
   return paginate(ctx, { query, table: 'memberships', scope: org, input, idColumn: 'm.id' }, present);
 }

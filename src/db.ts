@@ -11,6 +11,8 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface Db {
   kysely: Kysely<Database>;
   dialect: Dialect;
+  /** PostgreSQL only: the schema this handle works in, when not the default. */
+  schema?: string;
   close(): Promise<void>;
 }
 
@@ -57,7 +59,7 @@ export async function openDatabase(opts: OpenOptions): Promise<Db> {
       await pool.query(`CREATE SCHEMA IF NOT EXISTS ${opts.schema}`);
     }
     const kysely = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { kysely, dialect: 'postgres', close: () => kysely.destroy() };
+    return { kysely, dialect: 'postgres', schema: opts.schema, close: () => kysely.destroy() };
   }
   const path = opts.url.replace(/^sqlite:(\/\/)?/, '');
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -74,7 +76,9 @@ const provider: MigrationProvider = { getMigrations: async () => migrations };
 
 /** Runs every pending migration; throws with the failing migration's name. */
 export async function migrate(db: Db): Promise<string[]> {
-  const migrator = new Migrator({ db: db.kysely, provider });
+  // With a schema of its own, the bookkeeping tables live in it too (otherwise Kysely may find
+  // another schema's kysely_migration on the search path and skip creating its own).
+  const migrator = new Migrator({ db: db.kysely, provider, ...(db.schema ? { migrationTableSchema: db.schema } : {}) });
   const { error, results } = await migrator.migrateToLatest();
   if (error) {
     const failed = results?.find((r) => r.status === 'Error');
@@ -110,4 +114,19 @@ export function prepared<R>(build: (k: Kysely<Database>) => { compile(): Compile
     }
     return (await db.kysely.executeQuery<R>({ ...q, parameters })).rows;
   };
+}
+
+/**
+ * `lower(column) LIKE %term%` with the term's wildcards taken literally, the same on both engines
+ * (SQLite's LIKE has no default escape character and PostgreSQL's is case-sensitive).
+ */
+export function containsText(column: string, term: string) {
+  const pattern = `%${term.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`;
+  return sql<boolean>`lower(${sql.ref(column)}) like ${pattern} escape '\\'`;
+}
+
+/** True for a unique-constraint violation on either engine. */
+export function isUniqueViolation(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }

@@ -33,17 +33,20 @@ export async function freshDb(): Promise<{ db: Db; drop(): Promise<void> }> {
   if (url) {
     const schema = `t_${randomBytes(6).toString('hex')}`;
     const db = await openDatabase({ url, schema });
-    await migrate(db);
-    return {
-      db,
-      async drop() {
-        await db.close();
-        const c = new pg.Client({ connectionString: url });
-        await c.connect();
-        await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
-        await c.end();
-      },
+    const drop = async () => {
+      await db.close();
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await c.end();
     };
+    try {
+      await migrate(db);
+    } catch (err) {
+      await drop();
+      throw err;
+    }
+    return { db, drop };
   }
   const db = await openDatabase({ url: ':memory:' });
   await migrate(db);

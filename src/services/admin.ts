@@ -1,7 +1,8 @@
-import { sql, type Kysely, type Updateable } from 'kysely';
+import type { Kysely, Updateable } from 'kysely';
 import type { Database, UsersTable } from '../../db/schema.js';
 import type { Ctx } from '../context.js';
 import { hashPassword } from '../crypto.js';
+import { containsText } from '../db.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { paginate, type PageInput } from '../pagination.js';
@@ -15,11 +16,6 @@ import { createUser } from './users.js';
 /** Count-cache scope for platform-wide lists. */
 const PLATFORM = 'platform';
 
-function likePattern(term: string): string {
-  return `%${term.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`;
-}
-/** Case-insensitive substring match on both dialects (SQLite's LIKE has no default escape character). */
-const contains = (column: string, term: string) => sql<boolean>`lower(${sql.ref(column)}) like ${likePattern(term)} escape '\\'`;
 
 // ---------------------------------------------------------------------------------------------
 // Organizations
@@ -36,7 +32,7 @@ function orgQuery(db: Kysely<Database>) {
 
 export function listOrganizations(ctx: Ctx, input: PageInput & { search?: string }) {
   let query = orgQuery(ctx.deps.db.kysely);
-  if (input.search) { const s = input.search; query = query.where((eb) => eb.or([contains('o.name', s), contains('o.slug', s)])); }
+  if (input.search) { const s = input.search; query = query.where((eb) => eb.or([containsText('o.name', s), containsText('o.slug', s)])); }
   return paginate(ctx, { query, table: 'organizations', scope: PLATFORM, input, idColumn: 'o.id' }, presentOrg);
 }
 
@@ -93,7 +89,7 @@ export async function listUsers(ctx: Ctx, input: PageInput & { search?: string }
   let query = db.selectFrom('users').select(USER_COLUMNS);
   if (input.search) {
     const s = input.search;
-    query = query.where((eb) => eb.or([contains('username', s), contains('email', s), contains('first_name', s), contains('last_name', s)]));
+    query = query.where((eb) => eb.or([containsText('username', s), containsText('email', s), containsText('first_name', s), containsText('last_name', s)]));
   }
   const page = await paginate(ctx, { query, table: 'users', scope: PLATFORM, input }, (r) => r);
   const orgs = await membershipsOf(db, page.results.map((r) => r.id));

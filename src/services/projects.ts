@@ -1,4 +1,5 @@
 import type { Ctx } from '../context.js';
+import { containsText } from '../db.js';
 import { notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { paginate, type PageInput } from '../pagination.js';
@@ -14,7 +15,7 @@ export function listProjects(ctx: Ctx, input: PageInput & { status?: string; sea
   const org = ctx.actor!.organizationId;
   let query = ctx.deps.db.kysely.selectFrom('projects').select(COLUMNS).where('organization_id', '=', org);
   if (input.status) query = query.where('status', '=', input.status);
-  if (input.search) query = query.where('name', 'like', `%${input.search.replace(/[%_\\]/g, (c) => `\\${c}`)}%`);
+  if (input.search) query = query.where(containsText('name', input.search));
   return paginate(ctx, { query, table: 'projects', scope: org, input }, present);
 }
 

@@ -1,5 +1,5 @@
-import { sql } from 'kysely';
 import type { Ctx } from '../context.js';
+import { containsText, isUniqueViolation } from '../db.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { paginate, type PageInput } from '../pagination.js';
@@ -16,20 +16,10 @@ export interface SecretInput { name: string; description?: string; value: string
 
 const nameTaken = (name: string) => conflict({ name: `A secret named ${name} already exists` });
 
-function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE';
-}
-
-function likePattern(term: string): string {
-  return `%${term.replace(/[%_\\]/g, (c) => `\\${c}`)}%`;
-}
-
 export function listSecrets(ctx: Ctx, input: PageInput & { search?: string }) {
   const org = ctx.actor!.organizationId;
   let query = ctx.deps.db.kysely.selectFrom('secrets').select(COLUMNS).where('organization_id', '=', org);
-  // Names are upper case; `escape` is explicit because SQLite's LIKE has no default escape character.
-  if (input.search) query = query.where(sql<boolean>`name like ${likePattern(input.search.toUpperCase())} escape '\\'`);
+  if (input.search) query = query.where(containsText('name', input.search));
   return paginate(ctx, { query, table: 'secrets', scope: org, input }, present);
 }
 

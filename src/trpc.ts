@@ -66,7 +66,8 @@ const audit = t.middleware(async ({ ctx, meta, type, path, next, getRawInput }) 
   const data = result.data as { id?: unknown } | undefined;
   const input = (await getRawInput().catch(() => undefined)) as { id?: unknown } | undefined;
   const resourceId = typeof data?.id === 'string' ? data.id : typeof input?.id === 'string' ? input.id : null;
-  await recordAudit(ctx, { action: path, resourceType: meta?.resource ?? path.split('.')[0], resourceId });
+  // Platform administration acts across organizations: its rows belong to none.
+  await recordAudit(ctx, { action: path, resourceType: meta?.resource ?? path.split('.')[0], resourceId, ...(meta?.platformAdmin ? { organizationId: null } : {}) });
   return result;
 });
 

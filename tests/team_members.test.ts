@@ -1,5 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, expectError, TEST_PASSWORD, type Principal, type TestEnv } from './helpers.js';
+import type { AppError } from '../src/errors.js';
+import { updateTeamMember } from '../src/services/team_members.js';
 
 let env: TestEnv;
 beforeAll(async () => { env = await createTestEnv(); });
@@ -267,6 +269,27 @@ describe('the last owner', () => {
     for (const id of others) expect((await env.request('DELETE', `/api/v1/team_members/${id}`, { token: env.owner.token })).status).toBe(200);
     expectError(await env.request('DELETE', `/api/v1/team_members/${me}`, { token: env.owner.token }), 409);
     expectError(await env.request('PATCH', `/api/v1/team_members/${me}`, { token: env.owner.token, body: { role: 'viewer' } }), 409);
+  });
+});
+
+describe('the last owner under concurrent changes', () => {
+  it('both owners demoted at once: one succeeds, one gets 409, one owner remains', async () => {
+    const env2 = await createTestEnv();
+    try {
+      const owners = (await env2.request('GET', '/api/v1/team_members?role=owner', { token: env2.owner.token })).body.results as { id: string }[];
+      expect(owners).toHaveLength(2);
+      // Called through the service with a fixed actor, so that the first change cannot demote the
+      // second request's actor before it is authenticated.
+      const ctx = env2.ctxOf(env2.owner);
+      const results = await Promise.allSettled(owners.map((o) => updateTeamMember(ctx, o.id, { role: 'admin' })));
+      expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+      const failure = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
+      expect((failure.reason as AppError).status).toBe(409);
+      const left = await env2.request('GET', '/api/v1/team_members?role=owner', { token: env2.adminKey });
+      expect(left.body.results).toHaveLength(1);
+    } finally {
+      await env2.close();
+    }
   });
 });
 

@@ -1,7 +1,8 @@
 import type { Ctx } from '../context.js';
+import { isUniqueViolation } from '../db.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { nowIso } from '../ids.js';
-import { isUniqueViolation } from './roles.js';
+
 
 /** The canonical name of an IANA time zone, or null when Intl does not know it. */
 export function canonicalTimeZone(tz: string): string | null {

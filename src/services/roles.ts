@@ -1,6 +1,7 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import type { Ctx } from '../context.js';
+import { containsText, isUniqueViolation } from '../db.js';
 import { badRequest, conflict, forbidden, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { paginate, type PageInput } from '../pagination.js';
@@ -24,12 +25,6 @@ export async function assertAssignableRole(ctx: Ctx, role: string): Promise<void
   if (!row) throw badRequest({ role: 'No such custom role in this organization' });
   const missing = (JSON.parse(row.permissions) as string[]).filter((p) => !actor.permissions.has(p));
   if (missing.length) throw forbidden(`You cannot grant permissions you do not hold: ${missing.join(', ')}`);
-}
-
-/** True for a unique-constraint violation on SQLite or PostgreSQL (a concurrent insert won the race). */
-export function isUniqueViolation(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === '23505' || code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY';
 }
 
 /**
@@ -75,7 +70,7 @@ async function assertNameFree(ctx: Ctx, name: string, exceptId?: string): Promis
 export function listRoles(ctx: Ctx, input: PageInput & { search?: string }) {
   const org = ctx.actor!.organizationId;
   let query = ctx.deps.db.kysely.selectFrom('roles').select(COLUMNS).where('organization_id', '=', org);
-  if (input.search) query = query.where(sql<boolean>`lower(name) like ${`%${input.search.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`} escape '\\'`);
+  if (input.search) query = query.where(containsText('name', input.search));
   return paginate(ctx, { query, table: 'roles', scope: org, input }, present);
 }
 

@@ -1,12 +1,13 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import { splitRole } from '../auth.js';
 import type { Ctx } from '../context.js';
+import { containsText, isUniqueViolation } from '../db.js';
 import { badRequest, conflict, forbidden, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { paginate, type PageInput } from '../pagination.js';
 import { ROLE_RANK, isBuiltinRole } from '../permissions.js';
-import { assertAssignableRole, isUniqueViolation, lockOrganization } from './roles.js';
+import { assertAssignableRole, lockOrganization } from './roles.js';
 import { createUser } from './users.js';
 
 const COLUMNS = [
@@ -38,8 +39,6 @@ function baseQuery(db: Kysely<Database>, org: string) {
     .where('m.organization_id', '=', org);
 }
 
-/** `column LIKE %text%`, ignoring case, with the wildcards of `text` taken literally (SQLite has no default escape character). */
-const contains = (column: string, text: string) => sql<boolean>`lower(${sql.ref(column)}) like ${`%${text.toLowerCase().replace(/[%_\\]/g, (c) => `\\${c}`)}%`} escape '\\'`;
 
 export function listTeamMembers(ctx: Ctx, input: PageInput & { role?: string; search?: string }) {
   const org = ctx.actor!.organizationId;
@@ -47,7 +46,7 @@ export function listTeamMembers(ctx: Ctx, input: PageInput & { role?: string; se
   if (input.role) query = query.where('m.role', '=', input.role);
   if (input.search) {
     const text = input.search;
-    query = query.where((eb) => eb.or(['u.username', 'u.email', 'u.first_name', 'u.last_name'].map((c) => contains(c, text))));
+    query = query.where((eb) => eb.or(['u.username', 'u.email', 'u.first_name', 'u.last_name'].map((c) => containsText(c, text))));
   }
   return paginate(ctx, { query, table: 'memberships', scope: org, input, idColumn: 'm.id' }, present);
 }
@@ -76,6 +75,13 @@ async function assertCanManage(ctx: Ctx, currentRole: string): Promise<void> {
   if (!row) return;
   const missing = (JSON.parse(row.permissions) as string[]).filter((p) => !actor.permissions.has(p));
   if (missing.length) throw forbidden(`You cannot change a member who holds permissions you do not: ${missing.join(', ')}`);
+}
+
+/** Inside the locked transaction: the custom role still exists (a concurrent delete may have removed it). */
+async function assertRoleStillExists(trx: Kysely<Database>, org: string, roleId: string | null): Promise<void> {
+  if (!roleId) return;
+  const row = await trx.selectFrom('roles').select('id').where('id', '=', roleId).where('organization_id', '=', org).executeTakeFirst();
+  if (!row) throw badRequest({ role: 'No such custom role in this organization' });
 }
 
 /** 409 when the organization would be left without an owner. Runs inside the locked transaction. */
@@ -132,6 +138,8 @@ export async function createTeamMember(ctx: Ctx, input: NewTeamMember) {
   const id = newId('mem');
   try {
     await db.transaction().execute(async (trx) => {
+      await lockOrganization(ctx, trx, org);
+      await assertRoleStillExists(trx, org, roleId);
       if (creating) {
         const user = await createUser(trx, {
           username: input.username!, password: input.password!, email: input.email ?? null, first_name: input.first_name, last_name: input.last_name,
@@ -164,6 +172,7 @@ export async function updateTeamMember(ctx: Ctx, id: string, input: { role?: str
     await lockOrganization(ctx, trx, org);
     const row = await trx.selectFrom('memberships').select('role').where('id', '=', id).where('organization_id', '=', org).executeTakeFirst();
     if (!row) throw notFound('Team member');
+    await assertRoleStillExists(trx, org, roleId);
     if (row.role === 'owner' && role !== 'owner') await assertAnotherOwner(trx, org, id, 'change their role');
     await trx.updateTable('memberships').set({ role, role_id: roleId, updated_at: nowIso() })
       .where('id', '=', id).where('organization_id', '=', org).execute();

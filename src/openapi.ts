@@ -60,6 +60,8 @@ export interface ExtraOperation {
   requestBody?: { description?: string; required?: boolean; content: Record<string, ExtraMedia> };
   /** Status → response. Error responses (400/401/403/404/429) are added as for procedures. */
   responses: Record<number, ExtraResponse>;
+  /** Further error statuses this route answers with an `{error, details}` body (409, 422, 503…). */
+  errors?: number[];
 }
 
 /** The documented non-JSON routes. Later work appends its own (downloads, SSE, tracking). */
@@ -258,10 +260,16 @@ const RATE_LIMIT_HEADERS = {
   'X-RateLimit-Reset': ref('headers', 'X-RateLimit-Reset'),
 };
 
-interface ErrorNeeds { input: boolean; auth: boolean; notFound: boolean; rateLimited: boolean; conflict: boolean }
+interface ErrorNeeds { input: boolean; auth: boolean; notFound: boolean; rateLimited: boolean; conflict: boolean; declared?: number[] }
+
+/** Shared error responses by status; any other declared status gets an inline `Error` response. */
+const ERROR_RESPONSES: Record<number, string> = {
+  400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 409: 'Conflict', 422: 'UnprocessableEntity', 429: 'TooManyRequests', 503: 'ServiceUnavailable',
+};
 
 function errorResponses(n: ErrorNeeds): Record<string, unknown> {
   const r: Record<string, unknown> = {};
+  for (const s of n.declared ?? []) r[String(s)] = ERROR_RESPONSES[s] ? ref('responses', ERROR_RESPONSES[s]) : errorResponse(`Error (${s})`);
   if (n.input) r['400'] = ref('responses', 'BadRequest');
   if (n.auth) { r['401'] = ref('responses', 'Unauthorized'); r['403'] = ref('responses', 'Forbidden'); }
   if (n.notFound) r['404'] = ref('responses', 'NotFound');
@@ -290,6 +298,8 @@ function accessNote(route: RestRoute): string | undefined {
 
 function procedureOperation(route: RestRoute, operationId: string, components: Components): JsonSchema {
   const { method, successStatus = 200, tags, summary, description, path: documented } = route.openapi;
+  // Further error statuses a procedure may declare (e.g. 401 on a login, 503 on health), when its meta lists them.
+  const declared = (route.openapi as typeof route.openapi & { errors?: number[] }).errors;
   const hint = route.procedurePath;
   const pathParams = pathParamsOf(route.path);
   const hasBody = BODY_METHODS.has(method);
@@ -331,6 +341,7 @@ function procedureOperation(route: RestRoute, operationId: string, components: C
       notFound: pathParams.length > 0,
       rateLimited: true,
       conflict: idempotent,
+      declared,
     }),
   };
   op.responses = sortResponses(responses);
@@ -404,6 +415,7 @@ function extraOperation(e: ExtraOperation, components: Components): JsonSchema {
     notFound: pathParams.length > 0,
     rateLimited,
     conflict: false,
+    declared: e.errors,
   })).filter(([s]) => !(s in responses))));
   op.responses = sortResponses(responses);
   if (!e.public) op.security = [{ bearerAuth: [] }];
@@ -499,11 +511,13 @@ export function generateOpenApi(routes: RestRoute[], extra: ExtraOperation[] = n
       schemas,
       responses: {
         BadRequest: errorResponse('Invalid request: bad JSON, or input that fails validation (details name the fields)'),
-        Conflict: errorResponse('Conflict: an Idempotency-Key reused with another request, or still in progress'),
+        Conflict: errorResponse('Conflict: an Idempotency-Key reused with another request or still in progress, or a conflicting resource'),
         Forbidden: errorResponse('The actor may not do this'),
         NotFound: errorResponse('No such resource in your organization'),
         TooManyRequests: errorResponse('Rate limit exceeded', { 'Retry-After': ref('headers', 'Retry-After'), ...RATE_LIMIT_HEADERS }),
+        ServiceUnavailable: errorResponse('A dependency is unavailable'),
         Unauthorized: errorResponse('Missing, invalid or expired token'),
+        UnprocessableEntity: errorResponse('Well-formed but not processable'),
       },
       parameters: {
         IdempotencyKey: {

@@ -188,6 +188,12 @@ describe('GET /openapi.json and /docs', () => {
     expect(Object.keys(DOCS_ASSETS)).toContain('swagger-ui.css');
   });
 
+  it('redirects /docs/ to /docs', async () => {
+    const res = await env.request('GET', '/docs/');
+    expect(res.status).toBe(301);
+    expect(new URL(String(res.headers.location), 'http://h/docs/').pathname).toBe('/docs');
+  });
+
   it('answers 404 {error, details} for anything else under /docs/', async () => {
     for (const p of ['/docs/package.json', '/docs/..%2Fpackage.json', '/docs/index.html', '/docs/constructor']) {
       expectError(await env.request('GET', p), 404);
@@ -198,6 +204,7 @@ describe('GET /openapi.json and /docs', () => {
 describe('the generator on a synthetic router', () => {
   interface Tree { name: string; children: Tree[] }
   const tree: z.ZodType<Tree> = z.lazy(() => z.object({ name: z.string(), children: z.array(tree) }));
+  const pingMeta = { method: 'POST' as const, path: '/x/ping', tags: ['W'], summary: 'Ping', errors: [401, 503, 418] };
   const named = z.object({ label: z.string().describe('A label'), size: z.number().int().default(1) }).meta({ id: 'SyntheticWidget' });
   const r = router({
     widgets: router({
@@ -211,6 +218,8 @@ describe('the generator on a synthetic router', () => {
       put: procedure.meta({ permission: 'projects:write', openapi: { method: 'PUT', path: '/x/widgets/{widget_id}/', tags: ['W'], summary: 'Replace', successStatus: 204 } })
         .input(named.extend({ widget_id: z.string() })).output(z.void())
         .mutation(() => undefined),
+      ping: procedure.meta({ public: true, openapi: pingMeta }).input(z.object({})).output(z.object({ ok: z.boolean() }))
+        .mutation(() => ({ ok: true })),
       tree: procedure.meta({ permission: 'projects:write', openapi: { method: 'POST', path: '/x/trees', tags: ['W'], summary: 'Tree', successStatus: 202 } })
         .input(z.object({ root: tree })).output(tree)
         .mutation(() => ({ name: 'a', children: [] })),
@@ -220,6 +229,7 @@ describe('the generator on a synthetic router', () => {
     method: 'GET', path: '/x/widgets/{widget_id}/download', operationId: 'widgets.download', tags: ['W'], summary: 'CSV',
     query: z.object({ format: z.enum(['csv', 'xlsx']).describe('Format') }),
     responses: { 200: { description: 'The file', content: { 'text/csv': { schema: { type: 'string' } } }, headers: { 'Content-Disposition': { description: 'attachment' } } } },
+    errors: [422],
   }];
   const d = generateOpenApi(restRoutes(r), extra) as unknown as Doc;
 
@@ -258,6 +268,16 @@ describe('the generator on a synthetic router', () => {
     const op = d.paths['/x/widgets/{widget_id}/download'].get;
     expect(op.parameters.map((p: any) => `${p.in}:${p.name}`)).toEqual(['path:widget_id', 'query:format']);
     expect(Object.keys(op.responses['200'].content)).toEqual(['text/csv']);
-    expect(Object.keys(op.responses)).toEqual(['200', '400', '401', '403', '404', '429']);
+    expect(Object.keys(op.responses)).toEqual(['200', '400', '401', '403', '404', '422', '429']);
+    expect(op.responses['200'].headers['Content-Disposition']).toEqual({ description: 'attachment', schema: { type: 'string' } });
+  });
+
+  it('adds the error statuses a route declares', () => {
+    const ping = d.paths['/x/ping'].post;
+    expect(Object.keys(ping.responses)).toEqual(['200', '400', '401', '418', '429', '503']);
+    expect(ping.responses['503']).toEqual({ $ref: '#/components/responses/ServiceUnavailable' });
+    expect(ping.responses['418'].content['application/json'].schema).toEqual({ $ref: '#/components/schemas/Error' });
+    expect(ping.requestBody).toBeUndefined();
+    expect(ping.security).toBeUndefined();
   });
 });

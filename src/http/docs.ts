@@ -74,6 +74,8 @@ export function registerDocsRoutes(app: FastifyInstance, opts: { routes?: RestRo
 
   app.get('/docs/:asset', async (req, reply) => {
     const { asset } = req.params as { asset: string };
+    // `/docs/` would resolve the page's relative asset URLs one level too deep.
+    if (asset === '') return reply.redirect('../docs', 301);
     if (asset === 'init.js') {
       reply.header('content-type', 'application/javascript; charset=utf-8').header('cache-control', 'no-cache');
       return reply.send(INIT);

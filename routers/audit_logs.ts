@@ -31,6 +31,7 @@ export const auditLogsRouter = router({
       resource_id: id.optional(),
       since: when.optional().describe('Entries at or after this time (ISO-8601)'),
       until: when.optional().describe('Entries at or before this time (ISO-8601)'),
+      platform: z.boolean().optional().describe('Platform admins only: the platform-administration entries, which belong to no organization'),
     }))
     .output(paginated(auditLog))
     .query(({ ctx, input }) => listAuditLogs(ctx, input)),

@@ -62,7 +62,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
   });
 
-  // Bodies: an empty JSON body is an empty object, so POSTs with nothing to say need not send `{}`.
+  // Bodies are JSON (the non-JSON routes add their own parsers): anything else is a 415.
+  fastify.removeContentTypeParser('text/plain');
+  // An empty JSON body is an empty object, so POSTs with nothing to say need not send `{}`.
   const defaultJson = fastify.getDefaultJsonParser('error', 'ignore');
   fastify.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
@@ -99,7 +101,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   if (config.redisUrl) redis = new Redis(config.redisUrl, { connectTimeout: 2000, maxRetriesPerRequest: 2, enableOfflineQueue: true, lazyConnect: false });
   await fastify.register(rateLimit, {
     global: true,
-    hook: 'preHandler',
+    // onRequest, after the hook above has resolved the actor: requests refused while parsing
+    // (bad JSON, too large, wrong media type) are counted and carry the headers too.
+    hook: 'onRequest',
     max: config.rateLimitPerHour,
     timeWindow: 60 * 60 * 1000,
     ...(redis ? { redis, nameSpace: 'agentry-rl:' } : {}),
@@ -160,7 +164,8 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     reply.code(404).send({ error: 'Not found', details: `No route for ${req.method} ${path}` });
   });
 
-  const routes = registerRestRoutes(fastify, appRouter, { standard: config.rateLimitPerHour, health: config.rateLimitHealthPerHour });
+  const healthLimiter = fastify.rateLimit({ max: config.rateLimitHealthPerHour, timeWindow: 60 * 60 * 1000, groupId: 'health' });
+  const routes = registerRestRoutes(fastify, appRouter, { health: healthLimiter });
 
   const trpcOptions: FastifyTRPCPluginOptions<AppRouter>['trpcOptions'] = {
     router: appRouter,

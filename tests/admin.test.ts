@@ -197,10 +197,13 @@ describe('PATCH v1/admin/users/{id}', () => {
     expectError(await asAdmin('PATCH', '/api/v1/admin/users/usr_missing', { first_name: 'X' }), 404);
   });
 
-  it('is audited under the user', async () => {
-    const logs = await env.request('GET', `/api/v1/audit_logs?resource_type=user&resource_id=${env.viewer.userId}`, { token: env.platformAdmin.token });
+  it('is audited under the user, as a platform entry that no organization sees', async () => {
+    const logs = await env.request('GET', `/api/v1/audit_logs?platform=true&resource_type=user&resource_id=${env.viewer.userId}`, { token: env.platformAdmin.token });
     expect(logs.body.results.length).toBeGreaterThan(0);
     expect(logs.body.results[0]).toMatchObject({ actor_id: env.platformAdmin.userId, action: 'admin.updateUser' });
+    const orgView = await env.request('GET', `/api/v1/audit_logs?resource_type=user&resource_id=${env.viewer.userId}`, { token: env.platformAdmin.token });
+    expect(orgView.body.results).toEqual([]);
+    expectError(await env.request('GET', '/api/v1/audit_logs?platform=true', { token: env.owner.token }), 403);
     const rows = await env.db.kysely.selectFrom('audit_logs').select('metadata').execute();
     expect(JSON.stringify(rows)).not.toContain('brand new password');
   });

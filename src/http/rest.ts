@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { AnyProcedure, AnyRouter } from '@trpc/server';
 import type { z } from 'zod';
 import { badRequest } from '../errors.js';
@@ -89,7 +89,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
  * radix tree matches paths (static segments win over parameters; trailing slashes are kept),
  * and calls the procedure directly with the request's context.
  */
-export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, rateLimits: { standard: number; health: number }): RestRoute[] {
+export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limiters: { health: onRequestHookHandler }): RestRoute[] {
   const routes = restRoutes(router);
   for (const r of routes) {
     const { method, successStatus = 200 } = r.openapi;
@@ -98,12 +98,14 @@ export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, rate
     const type = r.procedure._def.type as 'query' | 'mutation';
     const idempotent = method === 'POST' && (successStatus === 201 || successStatus === 202);
     const url = r.path.replace(/\{([^}]+)\}/g, ':$1');
-    const max = r.meta.rateLimit === 'health' ? rateLimits.health : rateLimits.standard;
+    // Standard routes share the global limiter (one hourly budget per actor); health routes
+    // share one limiter of their own.
+    const limits = r.meta.rateLimit === 'health' ? { config: { rateLimit: false as const, procedurePath: r.procedurePath }, onRequest: limiters.health } : { config: { procedurePath: r.procedurePath } };
 
     app.route({
       method,
       url,
-      config: { rateLimit: { max, timeWindow: 60 * 60 * 1000 }, procedurePath: r.procedurePath },
+      ...limits,
       handler: async (req: FastifyRequest, reply: FastifyReply) => {
         const params = req.params as Record<string, string>;
         let input: Record<string, unknown> | undefined;

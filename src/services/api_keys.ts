@@ -31,11 +31,12 @@ export async function createApiKey(ctx: Ctx, input: { name: string; role?: strin
   const role = input.role ?? 'member';
   await assertAssignableRole(ctx, role);
   if (role === 'owner') throw forbidden('An API key cannot have the owner role');
-  if (input.expires_at && input.expires_at <= nowIso()) throw badRequest({ expires_at: 'Must be in the future' });
+  const expiresAt = input.expires_at ? new Date(input.expires_at) : null;
+  if (expiresAt && expiresAt.getTime() <= Date.now()) throw badRequest({ expires_at: 'Must be in the future' });
   const { key, prefix, hash } = generateApiKey();
   const row = {
     id: newId('key'), organization_id: actor.organizationId, name: input.name, prefix, key_hash: hash, role,
-    created_by: actor.userId ?? actor.id, expires_at: input.expires_at ? new Date(input.expires_at).toISOString() : null,
+    created_by: actor.userId ?? actor.id, expires_at: expiresAt?.toISOString() ?? null,
     last_used_at: null, revoked_at: null, created_at: nowIso(),
   };
   await ctx.deps.db.kysely.insertInto('api_keys').values(row).execute();

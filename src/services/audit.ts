@@ -14,10 +14,11 @@ export interface AuditEntry {
 
 /** The one writer of audit rows. */
 export async function recordAudit(ctx: Ctx, e: AuditEntry): Promise<void> {
+  const organizationId = e.organizationId !== undefined ? e.organizationId : (ctx.actor?.organizationId ?? null);
   const actor = e.actor ?? (ctx.actor ? { type: ctx.actor.type, id: ctx.actor.id } : { type: 'system' as const, id: null });
   await ctx.deps.db.kysely.insertInto('audit_logs').values({
     id: newId('aud'),
-    organization_id: e.organizationId !== undefined ? e.organizationId : (ctx.actor?.organizationId ?? null),
+    organization_id: organizationId,
     actor_type: actor.type,
     actor_id: actor.id,
     action: e.action,
@@ -28,4 +29,5 @@ export async function recordAudit(ctx: Ctx, e: AuditEntry): Promise<void> {
     metadata: JSON.stringify(e.metadata ?? {}),
     created_at: nowIso(),
   }).execute();
+  ctx.deps.counts.invalidate(organizationId ?? 'platform', 'audit_logs');
 }

@@ -1,5 +1,5 @@
 import type { Ctx } from '../context.js';
-import { badRequest, notFound } from '../errors.js';
+import { badRequest, forbidden, notFound } from '../errors.js';
 import { paginate, type PageInput } from '../pagination.js';
 
 // The read side of the audit log; rows are written only by ./audit.ts (recordAudit).
@@ -25,6 +25,8 @@ export interface AuditLogFilters {
   actor_id?: string; actor_type?: string; action?: string; resource_type?: string; resource_id?: string;
   /** ISO-8601 timestamps (any offset), inclusive. */
   since?: string; until?: string;
+  /** Platform admins: the entries of platform administration (no organization). */
+  platform?: boolean;
 }
 
 /** Stored timestamps are `Date#toISOString()` text, so a normalized bound compares as text. */
@@ -40,7 +42,9 @@ export function listAuditLogs(ctx: Ctx, input: PageInput & AuditLogFilters) {
   const since = input.since ? bound('since', input.since) : undefined;
   const until = input.until ? bound('until', input.until) : undefined;
   if (since && until && since > until) throw badRequest({ since: 'Must not be after until', until: 'Must not be before since' });
-  let query = ctx.deps.db.kysely.selectFrom('audit_logs').select(COLUMNS).where('organization_id', '=', org);
+  if (input.platform && !ctx.actor!.isPlatformAdmin) throw forbidden('Platform administrators only');
+  let query = ctx.deps.db.kysely.selectFrom('audit_logs').select(COLUMNS);
+  query = input.platform ? query.where('organization_id', 'is', null) : query.where('organization_id', '=', org);
   if (input.actor_id) query = query.where('actor_id', '=', input.actor_id);
   if (input.actor_type) query = query.where('actor_type', '=', input.actor_type);
   if (input.action) query = query.where('action', '=', input.action);
@@ -48,7 +52,7 @@ export function listAuditLogs(ctx: Ctx, input: PageInput & AuditLogFilters) {
   if (input.resource_id) query = query.where('resource_id', '=', input.resource_id);
   if (since) query = query.where('created_at', '>=', since);
   if (until) query = query.where('created_at', '<=', until);
-  return paginate(ctx, { query, table: 'audit_logs', scope: org, input }, present);
+  return paginate(ctx, { query, table: 'audit_logs', scope: input.platform ? 'platform' : org, input }, present);
 }
 
 export async function getAuditLog(ctx: Ctx, id: string) {

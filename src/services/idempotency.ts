@@ -27,12 +27,13 @@ export async function claimIdempotencyKey(ctx: Ctx, route: string, key: string, 
   const row = await db.selectFrom('idempotency_keys').selectAll().where('scope', '=', scope).where('key', '=', key).executeTakeFirstOrThrow();
   if (row.request_hash !== hash) throw conflict('This Idempotency-Key was used with a different request', 'Idempotency key reused');
   if (row.status_code === null) throw conflict('A request with this Idempotency-Key is still in progress', 'Idempotency key in use');
-  return { kind: 'replay', status: row.status_code, body: row.response_body === null ? null : JSON.parse(row.response_body) };
+  return { kind: 'replay', status: row.status_code, body: row.response_body === null ? null : JSON.parse(ctx.deps.box.decrypt(row.response_body)) };
 }
 
 export async function completeIdempotencyKey(ctx: Ctx, claim: { scope: string; key: string }, status: number, body: unknown): Promise<void> {
   await ctx.deps.db.kysely.updateTable('idempotency_keys')
-    .set({ status_code: status, response_body: body === undefined ? null : JSON.stringify(body) })
+    // Sealed: a stored response may hold a secret shown once (a new API key).
+    .set({ status_code: status, response_body: body === undefined ? null : ctx.deps.box.encrypt(JSON.stringify(body)) })
     .where('scope', '=', claim.scope).where('key', '=', claim.key).execute();
 }
 

@@ -502,7 +502,6 @@ export function generateOpenApi(routes: RestRoute[], extra: ExtraOperation[] = n
       title: 'Agentry',
       version: VERSION,
       description: DESCRIPTION,
-      license: { name: 'Proprietary', identifier: 'LicenseRef-Proprietary' },
     },
     jsonSchemaDialect: 'https://json-schema.org/draft/2020-12/schema',
     tags: [...tags].sort().map((name) => ({ name })),

@@ -10,6 +10,7 @@ import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildApp, type App } from '../src/app.js';
 import { createClient, TRPCClientError, type AppRouter } from '../src/client.js';
+import * as pkg from 'agentry';
 import { createOrganization } from '../src/services/organizations.js';
 import { createUser } from '../src/services/users.js';
 import { freshDb, testConfig, TEST_PASSWORD } from './helpers.js';
@@ -124,6 +125,11 @@ describe('an SDK generated from openapi.json', () => {
 });
 
 describe('the tRPC client from src/client.ts', () => {
+  it('is the package entry', () => {
+    expect(pkg.createClient).toBe(createClient);
+    expect(pkg.TRPCClientError).toBe(TRPCClientError);
+  });
+
   it('logs in, creates an API key and lists projects with it', async () => {
     const anon = createClient(baseUrl);
     const session = await anon.auth.login.mutate({ username: USERNAME, password: TEST_PASSWORD });

@@ -204,6 +204,7 @@ describe('GET /openapi.json and /docs', () => {
 describe('the generator on a synthetic router', () => {
   interface Tree { name: string; children: Tree[] }
   const tree: z.ZodType<Tree> = z.lazy(() => z.object({ name: z.string(), children: z.array(tree) }));
+  const color = z.enum(['red', 'blue']).meta({ id: 'SyntheticColor' });
   const pingMeta = { method: 'POST' as const, path: '/x/ping', tags: ['W'], summary: 'Ping', errors: [401, 503, 418] };
   const named = z.object({ label: z.string().describe('A label'), size: z.number().int().default(1) }).meta({ id: 'SyntheticWidget' });
   const r = router({
@@ -218,6 +219,9 @@ describe('the generator on a synthetic router', () => {
       put: procedure.meta({ permission: 'projects:write', openapi: { method: 'PUT', path: '/x/widgets/{widget_id}/', tags: ['W'], summary: 'Replace', successStatus: 204 } })
         .input(named.extend({ widget_id: z.string() })).output(z.void())
         .mutation(() => undefined),
+      paint: procedure.meta({ permission: 'projects:write', openapi: { method: 'POST', path: '/x/paint', tags: ['W'], summary: 'Paint' } })
+        .input(z.object({ color, widget: named })).output(z.object({ color }))
+        .mutation(({ input }) => ({ color: input.color })),
       ping: procedure.meta({ public: true, openapi: pingMeta }).input(z.object({})).output(z.object({ ok: z.boolean() }))
         .mutation(() => ({ ok: true })),
       tree: procedure.meta({ permission: 'projects:write', openapi: { method: 'POST', path: '/x/trees', tags: ['W'], summary: 'Tree', successStatus: 202 } })
@@ -262,6 +266,13 @@ describe('the generator on a synthetic router', () => {
     expect(text).not.toContain('#/$defs/');
     expect(text).not.toContain('"$ref":"#"');
     expect(text).not.toContain('$schema');
+    // Input and output forms of one registered schema: merged when equal, kept apart when not.
+    expect(d.components.schemas.SyntheticColor).toEqual({ type: 'string', enum: ['red', 'blue'] });
+    expect(d.components.schemas).not.toHaveProperty('SyntheticColorInput');
+    expect(d.components.schemas.SyntheticWidgetInput).toMatchObject({ required: ['label'] });
+    const paint = d.paths['/x/paint'].post.requestBody.content['application/json'].schema;
+    expect(paint.properties).toEqual({ color: { $ref: '#/components/schemas/SyntheticColor' }, widget: { $ref: '#/components/schemas/SyntheticWidgetInput' } });
+    expect(Object.keys(d.components.schemas).sort()).toEqual(['Error', 'SyntheticColor', 'SyntheticWidget', 'SyntheticWidgetInput', 'WidgetsTreeInput0', 'WidgetsTreeOutput']);
   });
 
   it('documents extra operations with their parameters and content types', () => {

@@ -24,20 +24,20 @@ const session = z.object({
 
 export const authRouter = router({
   token: procedure
-    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/token/', tags: ['Auth'], summary: 'Obtain an access and a refresh token' } })
+    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/token/', tags: ['Auth'], summary: 'Obtain an access and a refresh token', errors: [401] } })
     .input(credentials).output(pair)
     .mutation(async ({ ctx, input }) => {
       const r = await login(ctx, input);
       return { access: r.access, refresh: r.refresh };
     }),
   tokenRefresh: procedure
-    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/token/refresh/', tags: ['Auth'], summary: 'Rotate a refresh token' } })
+    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/token/refresh/', tags: ['Auth'], summary: 'Rotate a refresh token', errors: [401] } })
     .input(z.object({ refresh: z.string().min(1).max(512) })).output(pair)
     .mutation(({ ctx, input }) => refresh(ctx, input.refresh)),
   login: procedure
     .meta({
       public: true, audit: false,
-      openapi: { method: 'POST', path: '/api/v1/admin/login', aliases: ['/api/v1/sessions/admin', '/api/v1/auth/login'], tags: ['Auth'], summary: 'Log in: JWT and user payload' },
+      openapi: { method: 'POST', path: '/api/v1/admin/login', aliases: ['/api/v1/sessions/admin', '/api/v1/auth/login'], tags: ['Auth'], summary: 'Log in: JWT and user payload', errors: [401] },
     })
     .input(credentials).output(session)
     .mutation(async ({ ctx, input }) => {
@@ -46,12 +46,12 @@ export const authRouter = router({
       return { token: r.access, access: r.access, refresh: r.refresh, token_type: 'Bearer' as const, expires_in: ACCESS_TTL_SECONDS, user };
     }),
   refresh: procedure
-    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/v1/auth/refresh', tags: ['Auth'], summary: 'Rotate a refresh token' } })
+    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/v1/auth/refresh', tags: ['Auth'], summary: 'Rotate a refresh token', errors: [401] } })
     .input(z.object({ refresh: z.string().min(1).max(512) }))
     .output(pair.extend({ token_type: z.literal('Bearer'), expires_in: z.number().int() }))
     .mutation(async ({ ctx, input }) => ({ ...(await refresh(ctx, input.refresh)), token_type: 'Bearer' as const, expires_in: ACCESS_TTL_SECONDS })),
   logout: procedure
-    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/v1/auth/logout', tags: ['Auth'], summary: 'End the session of the access token and/or of a refresh token' } })
+    .meta({ public: true, audit: false, openapi: { method: 'POST', path: '/api/v1/auth/logout', tags: ['Auth'], summary: 'End the session of the access token and/or of a refresh token', errors: [401] } })
     .input(z.object({ refresh: z.string().max(512).optional() }))
     .output(z.object({ success: z.boolean() }))
     .mutation(({ ctx, input }) => logout(ctx, input)),

@@ -13,7 +13,7 @@ export const healthRouter = router({
   check: procedure
     .meta({
       public: true, rateLimit: 'health',
-      openapi: { method: 'GET', path: '/api/health/', aliases: ['/health', '/api/v1/health'], tags: ['Platform'], summary: 'Service health with a database check (503 when a dependency is down)' },
+      openapi: { method: 'GET', path: '/api/health/', aliases: ['/health', '/api/v1/health'], tags: ['Platform'], summary: 'Service health with a database check (503 when a dependency is down)', errors: [503] },
     })
     .input(z.object({}))
     .output(healthOut)

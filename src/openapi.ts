@@ -299,7 +299,7 @@ function accessNote(route: RestRoute): string | undefined {
 function procedureOperation(route: RestRoute, operationId: string, components: Components): JsonSchema {
   const { method, successStatus = 200, tags, summary, description, path: documented } = route.openapi;
   // Further error statuses a procedure may declare (e.g. 401 on a login, 503 on health), when its meta lists them.
-  const declared = (route.openapi as typeof route.openapi & { errors?: number[] }).errors;
+  const declared = route.openapi.errors;
   const hint = route.procedurePath;
   const pathParams = pathParamsOf(route.path);
   const hasBody = BODY_METHODS.has(method);

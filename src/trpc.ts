@@ -17,6 +17,8 @@ export interface OpenApiMeta {
   description?: string;
   /** 200 by default; 201 for creates, 202 for asynchronous starts, 204 for empty answers. */
   successStatus?: 200 | 201 | 202 | 204;
+  /** Error statuses the route can answer beyond those the generator infers (401 on bad credentials, 409, 503…). */
+  errors?: number[];
 }
 
 export interface Meta {

@@ -106,7 +106,7 @@ describe('openapi.json', () => {
 
     const health = doc.paths['/api/health/'].get;
     expect(health.security).toBeUndefined();
-    expect(Object.keys(health.responses)).toEqual(['200', '429']);
+    expect(Object.keys(health.responses)).toEqual(['200', '429', '503']);
 
     expect(doc.components.schemas.Error).toMatchObject({ type: 'object', required: ['error', 'details'] });
     expect(doc.components.securitySchemes.bearerAuth).toMatchObject({ type: 'http', scheme: 'bearer' });

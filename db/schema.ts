@@ -1,4 +1,10 @@
 import type { Generated } from 'kysely';
+import type { ContactsTables } from './schema/contacts.js';
+import type { ContentTables } from './schema/content.js';
+import type { EngineTables } from './schema/engine.js';
+import type { ImportsTables } from './schema/imports.js';
+import type { OutreachTables } from './schema/outreach.js';
+import type { StatusTables } from './schema/status.js';
 
 // Table types. Timestamps are ISO-8601 UTC text; flags are 0/1 integers; JSON columns are text.
 
@@ -55,7 +61,8 @@ export interface IdempotencyKeysTable {
   scope: string; key: string; request_hash: string; status_code: number | null; response_body: string | null; created_at: string;
 }
 
-export interface Database {
+/** Every table: the identity tables below, and each domain's from db/schema/<domain>.ts. */
+export interface Database extends EngineTables, ContactsTables, OutreachTables, StatusTables, ContentTables, ImportsTables {
   organizations: OrganizationsTable;
   users: UsersTable;
   roles: RolesTable;

@@ -11,6 +11,13 @@ import { secretsRouter } from './secrets.js';
 import { teamMembersRouter } from './team_members.js';
 import { twoFactorRouter } from './two_factor.js';
 import { usersRouter } from './users.js';
+import { contactsRouter } from './contacts.js';
+import { outreachRouter } from './outreach.js';
+import { statusRouter } from './status.js';
+import { emailTemplatesRouter } from './email_templates.js';
+import { brandingRouter } from './branding.js';
+import { contactFormRouter } from './contact_form.js';
+import { dataSourcesRouter } from './data_sources.js';
 
 export const appRouter = router({
   health: healthRouter,
@@ -25,6 +32,13 @@ export const appRouter = router({
   audit_logs: auditLogsRouter,
   secrets: secretsRouter,
   admin: adminRouter,
+  contacts: contactsRouter,
+  outreach: outreachRouter,
+  status: statusRouter,
+  email_templates: emailTemplatesRouter,
+  branding: brandingRouter,
+  contact_form: contactFormRouter,
+  data_sources: dataSourcesRouter,
 });
 
 export type AppRouter = typeof appRouter;

@@ -1,4 +1,5 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import { fastifyTRPCPlugin, type FastifyTRPCPluginOptions } from '@trpc/server/adapters/fastify';
 import FindMyWay from 'find-my-way';
@@ -16,6 +17,7 @@ import { newId } from './ids.js';
 import { CountCache } from './pagination.js';
 import { registerRestRoutes, type RestRoute } from './http/rest.js';
 import { registerDocsRoutes } from './http/docs.js';
+import { registerHttpRoutes } from './http/index.js';
 import { purgeExpiredIdempotencyKeys } from './services/idempotency.js';
 
 declare module 'fastify' {
@@ -138,6 +140,9 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     reply.code(mapped.status).send(mapped.body);
   });
 
+  // multipart/form-data for uploads; the routes that take files stream them (request.file()).
+  await fastify.register(multipart, { limits: { fileSize: config.uploadLimitBytes, files: 1, fields: 50 } });
+
   // Unknown path → 404; known path, other method → 405 with Allow.
   const known = FindMyWay({ ignoreTrailingSlash: false });
   const methodsByRoute = new Map<string, Set<string>>();
@@ -182,6 +187,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   });
 
   registerDocsRoutes(fastify);
+  registerHttpRoutes(fastify, deps);
 
   const maintenance = setInterval(() => { void purgeExpiredIdempotencyKeys({ deps }).catch(() => undefined); }, 60 * 60 * 1000);
   maintenance.unref();

@@ -22,6 +22,10 @@ export interface Config {
   publicUrl: string | undefined;
   /** Run job workers inside `serve` (default true). */
   inProcessWorkers: boolean;
+  /** DNS servers for e-mail and domain checks (`host` or `host:port`); the system's when empty. */
+  dnsServers: string[];
+  /** Largest accepted file upload (CSV imports, logos). */
+  uploadLimitBytes: number;
   version: string;
 }
 
@@ -75,6 +79,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: env.TRUST_PROXY === 'true' || env.TRUST_PROXY === '1',
     publicUrl: env.PUBLIC_URL?.replace(/\/$/, '') || undefined,
     inProcessWorkers: env.WORKERS_IN_PROCESS !== 'false',
+    dnsServers: (env.DNS_SERVERS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+    uploadLimitBytes: int(env, 'UPLOAD_LIMIT_BYTES', 512 * 1024 * 1024),
     version: VERSION,
   };
 }

@@ -1,0 +1,3 @@
+import { router } from '../src/trpc.js';
+
+export const contactFormRouter = router({});

@@ -1,0 +1,6 @@
+import type { FastifyInstance } from 'fastify';
+import type { Deps } from '../context.js';
+
+/** Non-JSON routes: CSV uploads for data sources. */
+// eslint-disable-next-line @typescript-eslint/no-unused-vars
+export function register(app: FastifyInstance, deps: Deps): void {}

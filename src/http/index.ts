@@ -1,0 +1,17 @@
+import type { FastifyInstance } from 'fastify';
+import type { Deps } from '../context.js';
+import { register as branding } from './branding.js';
+import { register as contacts } from './contacts.js';
+import { register as dataSources } from './data_sources.js';
+import { register as status } from './status.js';
+
+/**
+ * The non-JSON routes (downloads, uploads, HTML pages), one module per domain. Each calls the same
+ * services as the procedures and documents itself with `documentOperation` (src/openapi.ts).
+ */
+export function registerHttpRoutes(app: FastifyInstance, deps: Deps): void {
+  contacts(app, deps);
+  status(app, deps);
+  branding(app, deps);
+  dataSources(app, deps);
+}

@@ -169,8 +169,11 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     reply.code(404).send({ error: 'Not found', details: `No route for ${req.method} ${path}` });
   });
 
-  const healthLimiter = fastify.rateLimit({ max: config.rateLimitHealthPerHour, timeWindow: 60 * 60 * 1000, groupId: 'health' });
-  const routes = registerRestRoutes(fastify, appRouter, { health: healthLimiter });
+  const hour = 60 * 60 * 1000;
+  const routes = registerRestRoutes(fastify, appRouter, {
+    health: fastify.rateLimit({ max: config.rateLimitHealthPerHour, timeWindow: hour, groupId: 'health' }),
+    public_form: fastify.rateLimit({ max: config.rateLimitPublicFormPerHour, timeWindow: hour, groupId: 'public_form', keyGenerator: (req) => `ip:${req.ip}` }),
+  });
 
   const trpcOptions: FastifyTRPCPluginOptions<AppRouter>['trpcOptions'] = {
     router: appRouter,

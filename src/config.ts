@@ -15,6 +15,8 @@ export interface Config {
   redisUrl: string | undefined;
   rateLimitPerHour: number;
   rateLimitHealthPerHour: number;
+  /** Public form posts (the contact form) per IP per hour. */
+  rateLimitPublicFormPerHour: number;
   logLevel: string;
   bodyLimit: number;
   trustProxy: boolean;
@@ -74,6 +76,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisUrl: env.REDIS_URL || undefined,
     rateLimitPerHour: int(env, 'RATE_LIMIT_PER_HOUR', 1000),
     rateLimitHealthPerHour: int(env, 'RATE_LIMIT_HEALTH_PER_HOUR', 100),
+    rateLimitPublicFormPerHour: int(env, 'RATE_LIMIT_PUBLIC_FORM_PER_HOUR', 10),
     logLevel: env.LOG_LEVEL || 'info',
     bodyLimit: int(env, 'BODY_LIMIT_BYTES', 1024 * 1024),
     trustProxy: env.TRUST_PROXY === 'true' || env.TRUST_PROXY === '1',

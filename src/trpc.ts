@@ -4,6 +4,8 @@ import { AppError, forbidden, toHttpError, unauthorized } from './errors.js';
 import type { Permission } from './permissions.js';
 import { recordAudit } from './services/audit.js';
 
+export type RateLimitClass = 'health' | 'public_form';
+
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
 export interface OpenApiMeta {
@@ -31,8 +33,11 @@ export interface Meta {
   platformAdmin?: boolean;
   /** Only a signed-in user (not an API key): profile, 2FA, password. */
   userOnly?: boolean;
-  /** Rate-limit class: `health` (100/hour by default) or standard. */
-  rateLimit?: 'health';
+  /**
+   * Rate-limit class, when not the standard per-actor budget: `health` (100/hour per actor by
+   * default) or `public_form` (public form posts, counted per IP).
+   */
+  rateLimit?: RateLimitClass;
   /** Resource type written to the audit log for mutations. */
   resource?: string;
   /** Mutations are audited unless this is false (the service then audits what matters itself). */

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandle
 import type { AnyProcedure, AnyRouter } from '@trpc/server';
 import type { z } from 'zod';
 import { badRequest } from '../errors.js';
-import type { Meta, OpenApiMeta } from '../trpc.js';
+import type { Meta, OpenApiMeta, RateLimitClass } from '../trpc.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../services/idempotency.js';
 
 export interface RestRoute {
@@ -89,7 +89,7 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
  * radix tree matches paths (static segments win over parameters; trailing slashes are kept),
  * and calls the procedure directly with the request's context.
  */
-export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limiters: { health: onRequestHookHandler }): RestRoute[] {
+export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limiters: Record<RateLimitClass, onRequestHookHandler>): RestRoute[] {
   const routes = restRoutes(router);
   for (const r of routes) {
     const { method, successStatus = 200 } = r.openapi;
@@ -98,9 +98,9 @@ export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limi
     const type = r.procedure._def.type as 'query' | 'mutation';
     const idempotent = method === 'POST' && (successStatus === 201 || successStatus === 202);
     const url = r.path.replace(/\{([^}]+)\}/g, ':$1');
-    // Standard routes share the global limiter (one hourly budget per actor); health routes
-    // share one limiter of their own.
-    const limits = r.meta.rateLimit === 'health' ? { config: { rateLimit: false as const, procedurePath: r.procedurePath }, onRequest: limiters.health } : { config: { procedurePath: r.procedurePath } };
+    // Standard routes share the global limiter (one hourly budget per actor); each other class
+    // has one limiter of its own, shared by its routes.
+    const limits = r.meta.rateLimit ? { config: { rateLimit: false as const, procedurePath: r.procedurePath }, onRequest: limiters[r.meta.rateLimit] } : { config: { procedurePath: r.procedurePath } };
 
     app.route({
       method,

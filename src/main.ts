@@ -2,6 +2,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { appRouter } from '../routers/index.js';
 import { buildApp } from './app.js';
+import { Worker } from './engine/queue.js';
 import { loadConfig } from './config.js';
 import { migrate, openDatabase } from './db.js';
 import { restRoutes } from './http/rest.js';
@@ -16,7 +17,9 @@ import { newId, nowIso } from './ids.js';
 const USAGE = `Usage: agentry <command> [options]
 
 Commands:
-  serve                       Start the HTTP server (default port 8000)
+  serve                       Start the HTTP server (default port 8000), with job workers
+                              in-process unless WORKERS_IN_PROCESS=false
+  worker                      Run job workers only (no HTTP), for scaling out on PostgreSQL
   migrate                     Apply pending database migrations
   create-user --username U --password P [--email E] [--org-id ID --role ROLE] [--platform-admin]
                               Create a user; with --org-id, add it to that organization
@@ -64,9 +67,23 @@ async function main(argv: string[]): Promise<void> {
         const pw = admin.password ? `password: ${admin.password}  (shown once; set ADMIN_PASSWORD to choose it)` : 'password: from ADMIN_PASSWORD';
         process.stdout.write(`\nCreated platform admin "${admin.username}" ${pw}\n\n`);
       }
+      const worker = config.inProcessWorkers ? new Worker(app.deps, { concurrency: Number(process.env.WORKER_CONCURRENCY ?? 4) }) : null;
       await app.fastify.listen({ port: config.port, host: config.host });
-      process.stdout.write(`Agentry listening on http://localhost:${config.port} (database: ${app.deps.db.dialect})\n`);
-      const stop = async () => { await app.close(); process.exit(0); };
+      await worker?.start();
+      process.stdout.write(`Agentry listening on http://localhost:${config.port} (database: ${app.deps.db.dialect}${worker ? ', workers in-process' : ''})\n`);
+      const stop = async () => { await worker?.stop(); await app.close(); process.exit(0); };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+      return;
+    }
+    case 'worker': {
+      parse(rest, {});
+      const config = loadConfig();
+      const app = await buildApp(config);
+      const worker = new Worker(app.deps, { concurrency: Number(process.env.WORKER_CONCURRENCY ?? 4) });
+      await worker.start();
+      process.stdout.write(`Agentry worker ${worker.id} running (database: ${app.deps.db.dialect})\n`);
+      const stop = async () => { await worker.stop(); await app.close(); process.exit(0); };
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
       return;

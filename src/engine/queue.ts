@@ -1,0 +1,254 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../../db/schema.js';
+import type { JobsTable } from '../../db/schema/engine.js';
+import type { Deps } from '../context.js';
+import { newId, nowIso } from '../ids.js';
+
+/**
+ * The durable job queue. Jobs live in the `jobs` table; a worker claims one with a lease (one
+ * atomic UPDATE … WHERE id = (SELECT … LIMIT 1) — with FOR UPDATE SKIP LOCKED on PostgreSQL),
+ * extends the lease while it runs, and records the outcome. A job whose lease expires (its worker
+ * died) is claimed again by another worker. Failures are retried with exponential backoff and
+ * jitter until `max_attempts`, then the job is `dead`. Several API and worker processes can share
+ * one database.
+ */
+
+export interface JobSpec {
+  type: string;
+  payload?: Record<string, unknown>;
+  organizationId?: string | null;
+  runAt?: Date;
+  /** Higher runs first. */
+  priority?: number;
+  maxAttempts?: number;
+  /** Jobs with the same key run at most `concurrencyLimit` at a time (e.g. `org:<id>`, `import:<source id>`). */
+  concurrencyKey?: string;
+  concurrencyLimit?: number;
+  /** A fixed id makes enqueueing idempotent (a second enqueue with the same id does nothing). */
+  id?: string;
+}
+
+export type ClaimedJob = Omit<JobsTable, 'payload'> & { payload: Record<string, unknown> };
+
+export interface JobContext {
+  deps: Deps;
+  job: ClaimedJob;
+  /** Aborted when the worker shuts down or loses the lease. */
+  signal: AbortSignal;
+  /** Extends the lease now (the worker also does it on a timer). */
+  heartbeat(): Promise<void>;
+}
+
+export type JobHandler = (ctx: JobContext) => Promise<unknown>;
+
+/** Thrown by a handler for a failure that retrying cannot fix: the job goes straight to `dead`. */
+export class PermanentJobError extends Error {}
+
+interface Definition { handler: JobHandler; everyMs?: number }
+const registry = new Map<string, Definition>();
+
+/** Registers the handler of a job type (once per process, at import time). */
+export function defineJob(type: string, handler: JobHandler): void {
+  registry.set(type, { handler });
+}
+
+/** A job type that runs every `everyMs` (one schedule for all processes). */
+export function defineRecurringJob(type: string, everyMs: number, handler: JobHandler): void {
+  registry.set(type, { handler, everyMs });
+}
+
+const wakeups = new EventEmitter();
+wakeups.setMaxListeners(0);
+
+export async function enqueue(db: Kysely<Database>, spec: JobSpec): Promise<string> {
+  const now = nowIso();
+  const id = spec.id ?? newId('job');
+  await db.insertInto('jobs').values({
+    id, organization_id: spec.organizationId ?? null, type: spec.type, payload: JSON.stringify(spec.payload ?? {}),
+    status: 'queued', priority: spec.priority ?? 0, run_at: (spec.runAt ?? new Date()).toISOString(), attempts: 0,
+    max_attempts: spec.maxAttempts ?? 5, concurrency_key: spec.concurrencyKey ?? null, concurrency_limit: spec.concurrencyLimit ?? null,
+    locked_by: null, locked_until: null, last_error: null, result: null, created_at: now, updated_at: now, finished_at: null,
+  }).onConflict((oc) => oc.column('id').doNothing()).execute();
+  wakeups.emit('job');
+  return id;
+}
+
+export async function getJob(db: Kysely<Database>, id: string): Promise<ClaimedJob | undefined> {
+  const row = await db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+  return row ? { ...row, payload: JSON.parse(row.payload) } : undefined;
+}
+
+/** Claims the next due job (or one whose lease expired), or returns null. */
+export async function claimJob(deps: Pick<Deps, 'db'>, workerId: string, leaseMs: number, types?: string[]): Promise<ClaimedJob | null> {
+  const { kysely: db, dialect } = deps.db;
+  const now = nowIso();
+  const until = new Date(Date.now() + leaseMs).toISOString();
+  const typeFilter = types?.length ? sql`and j.type in (${sql.join(types)})` : sql``;
+  const lock = dialect === 'postgres' ? sql`for update skip locked` : sql``;
+  const result = await sql<JobsTable>`
+    update jobs set status = 'running', locked_by = ${workerId}, locked_until = ${until}, attempts = attempts + 1, updated_at = ${now}
+    where id = (
+      select j.id from jobs j
+      where ((j.status = 'queued' and j.run_at <= ${now}) or (j.status = 'running' and j.locked_until < ${now}))
+        ${typeFilter}
+        and (j.concurrency_key is null or j.concurrency_limit is null or (
+          select count(*) from jobs r where r.concurrency_key = j.concurrency_key and r.status = 'running' and r.locked_until >= ${now} and r.id <> j.id
+        ) < j.concurrency_limit)
+      order by j.priority desc, j.run_at asc, j.id asc
+      limit 1
+      ${lock}
+    )
+    returning *`.execute(db);
+  const row = result.rows[0];
+  return row ? { ...row, payload: JSON.parse(row.payload) } : null;
+}
+
+/** Exponential backoff with full jitter: up to base·2^(attempt-1), at least half of it, capped. */
+export function backoffMs(attempt: number, baseMs = 1000, maxMs = 60 * 60 * 1000): number {
+  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
+  return Math.round(ceiling / 2 + Math.random() * (ceiling / 2));
+}
+
+async function finish(db: Kysely<Database>, job: ClaimedJob, workerId: string, set: Partial<JobsTable>): Promise<boolean> {
+  const r = await db.updateTable('jobs').set({ ...set, updated_at: nowIso() })
+    .where('id', '=', job.id).where('locked_by', '=', workerId).where('status', '=', 'running').executeTakeFirst();
+  return Number(r.numUpdatedRows) === 1;
+}
+
+async function runClaimed(deps: Deps, job: ClaimedJob, workerId: string, leaseMs: number, signal: AbortSignal): Promise<void> {
+  const db = deps.db.kysely;
+  const def = registry.get(job.type);
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(signal.reason);
+  signal.addEventListener('abort', onAbort);
+  const heartbeat = async () => {
+    const r = await db.updateTable('jobs').set({ locked_until: new Date(Date.now() + leaseMs).toISOString() })
+      .where('id', '=', job.id).where('locked_by', '=', workerId).where('status', '=', 'running').executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) controller.abort(new Error('lease lost'));
+  };
+  const timer = setInterval(() => { void heartbeat().catch(() => undefined); }, Math.max(50, leaseMs / 3));
+  try {
+    if (!def) throw new PermanentJobError(`no handler for job type "${job.type}"`);
+    const result = await def.handler({ deps, job, signal: controller.signal, heartbeat });
+    if (def.everyMs) {
+      await finish(db, job, workerId, { status: 'queued', run_at: new Date(Date.now() + def.everyMs).toISOString(), attempts: 0, locked_by: null, locked_until: null, last_error: null, result: JSON.stringify(result ?? null) });
+    } else {
+      await finish(db, job, workerId, { status: 'succeeded', result: JSON.stringify(result ?? null), locked_by: null, locked_until: null, finished_at: nowIso() });
+    }
+  } catch (err) {
+    if (signal.aborted) {
+      // Shutting down: hand the job back untouched (the attempt does not count).
+      await finish(db, job, workerId, { status: 'queued', attempts: Math.max(0, job.attempts - 1), locked_by: null, locked_until: null });
+      return;
+    }
+    const message = (err as Error)?.message ?? String(err);
+    const dead = err instanceof PermanentJobError || job.attempts >= job.max_attempts;
+    if (dead && def?.everyMs) {
+      await finish(db, job, workerId, { status: 'queued', run_at: new Date(Date.now() + def.everyMs).toISOString(), attempts: 0, locked_by: null, locked_until: null, last_error: message });
+    } else if (dead) {
+      await finish(db, job, workerId, { status: 'dead', last_error: message, locked_by: null, locked_until: null, finished_at: nowIso() });
+      deps.log.warn({ jobId: job.id, type: job.type, attempts: job.attempts, err: message }, 'job dead');
+    } else {
+      await finish(db, job, workerId, { status: 'queued', last_error: message, locked_by: null, locked_until: null, run_at: new Date(Date.now() + backoffMs(job.attempts)).toISOString() });
+    }
+  } finally {
+    clearInterval(timer);
+    signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** Makes sure each recurring job type has its one schedule row. */
+export async function ensureRecurringJobs(db: Kysely<Database>): Promise<void> {
+  for (const [type, def] of registry) {
+    if (def.everyMs) await enqueue(db, { id: `job_recurring_${type}`, type, maxAttempts: 3 });
+  }
+}
+
+export interface WorkerOptions {
+  concurrency?: number;
+  leaseMs?: number;
+  pollMs?: number;
+  /** Only these job types (default: all registered). */
+  types?: string[];
+}
+
+/** Claims and runs jobs until stopped. `serve` runs one in-process; `worker` runs one alone. */
+export class Worker {
+  readonly id = `${hostname()}:${process.pid}:${newId('wrk').slice(4)}`;
+  private running = false;
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly shutdown = new AbortController();
+  private wake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+  private readonly opts: Required<Omit<WorkerOptions, 'types'>> & { types?: string[] };
+
+  constructor(private readonly deps: Deps, opts: WorkerOptions = {}) {
+    this.opts = { concurrency: opts.concurrency ?? 4, leaseMs: opts.leaseMs ?? 30_000, pollMs: opts.pollMs ?? 500, types: opts.types };
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    await ensureRecurringJobs(this.deps.db.kysely);
+    const onJob = () => this.wake?.();
+    wakeups.on('job', onJob);
+    this.loop = (async () => {
+      while (this.running) {
+        let claimed: ClaimedJob | null = null;
+        if (this.inflight.size < this.opts.concurrency) {
+          try {
+            claimed = await claimJob(this.deps, this.id, this.opts.leaseMs, this.opts.types);
+          } catch (err) {
+            this.deps.log.error({ err }, 'job claim failed');
+          }
+        }
+        if (claimed) {
+          const p = runClaimed(this.deps, claimed, this.id, this.opts.leaseMs, this.shutdown.signal)
+            .catch((err) => this.deps.log.error({ err, jobId: claimed!.id }, 'job bookkeeping failed'))
+            .finally(() => { this.inflight.delete(p); this.wake?.(); });
+          this.inflight.add(p);
+          continue;
+        }
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, this.opts.pollMs);
+          this.wake = () => { clearTimeout(t); resolve(); };
+        });
+        this.wake = null;
+      }
+      wakeups.off('job', onJob);
+    })();
+  }
+
+  /** Stops claiming; waits up to `graceMs` for running jobs, then aborts and releases the rest. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (!this.running) return;
+    this.running = false;
+    this.wake?.();
+    await this.loop;
+    const all = Promise.all([...this.inflight]);
+    const timedOut = await Promise.race([all.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs).unref())]);
+    if (timedOut) {
+      this.shutdown.abort(new Error('worker shutting down'));
+      await all;
+    }
+  }
+}
+
+/**
+ * Runs due jobs one at a time until none is due; returns how many ran. For tests and one-shot
+ * commands: the same claim/run/record path as the Worker.
+ */
+export async function runUntilIdle(deps: Deps, opts: { types?: string[]; max?: number; leaseMs?: number } = {}): Promise<number> {
+  const workerId = `idle:${process.pid}:${newId('wrk').slice(4)}`;
+  const signal = new AbortController().signal;
+  let n = 0;
+  for (;;) {
+    if (opts.max !== undefined && n >= opts.max) return n;
+    const job = await claimJob(deps, workerId, opts.leaseMs ?? 30_000, opts.types);
+    if (!job) return n;
+    await runClaimed(deps, job, workerId, opts.leaseMs ?? 30_000, signal);
+    n++;
+  }
+}

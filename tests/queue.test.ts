@@ -1,0 +1,140 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestEnv, type TestEnv } from './helpers.js';
+import {
+  PermanentJobError, Worker, backoffMs, claimJob, defineJob, defineRecurringJob, enqueue, getJob, runUntilIdle,
+} from '../src/engine/queue.js';
+
+let env: TestEnv;
+beforeAll(async () => { env = await createTestEnv(); });
+afterAll(async () => { await env.close(); });
+
+const db = () => env.app.deps.db.kysely;
+const makeDue = (id: string) => db().updateTable('jobs').set({ run_at: new Date(Date.now() - 1000).toISOString() }).where('id', '=', id).execute();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('job queue', () => {
+  it('runs a job with its payload and records the result', async () => {
+    const seen: unknown[] = [];
+    defineJob('t.echo', async ({ job }) => { seen.push(job.payload); return { doubled: (job.payload.n as number) * 2 }; });
+    const id = await enqueue(db(), { type: 't.echo', payload: { n: 21 }, organizationId: env.orgA });
+    expect(await runUntilIdle(env.app.deps, { types: ['t.echo'] })).toBe(1);
+    expect(seen).toEqual([{ n: 21 }]);
+    const job = await getJob(db(), id);
+    expect(job).toMatchObject({ status: 'succeeded', attempts: 1, result: JSON.stringify({ doubled: 42 }), locked_by: null });
+    expect(job?.finished_at).toBeTruthy();
+  });
+
+  it('retries with backoff, then marks the job dead after its last attempt', async () => {
+    let calls = 0;
+    defineJob('t.flaky', async () => { calls++; throw new Error(`boom ${calls}`); });
+    const id = await enqueue(db(), { type: 't.flaky', maxAttempts: 3 });
+    await runUntilIdle(env.app.deps, { types: ['t.flaky'] });
+    let job = await getJob(db(), id);
+    expect(job).toMatchObject({ status: 'queued', attempts: 1, last_error: 'boom 1' });
+    expect(new Date(job!.run_at).getTime()).toBeGreaterThan(Date.now());
+    expect(await runUntilIdle(env.app.deps, { types: ['t.flaky'] })).toBe(0); // not due yet
+    await makeDue(id);
+    await runUntilIdle(env.app.deps, { types: ['t.flaky'] });
+    await makeDue(id);
+    await runUntilIdle(env.app.deps, { types: ['t.flaky'] });
+    job = await getJob(db(), id);
+    expect(job).toMatchObject({ status: 'dead', attempts: 3, last_error: 'boom 3' });
+    expect(calls).toBe(3);
+  });
+
+  it('backoff grows exponentially with jitter and a cap', () => {
+    for (let attempt = 1; attempt <= 6; attempt++) {
+      const ceiling = 1000 * 2 ** (attempt - 1);
+      for (let i = 0; i < 20; i++) {
+        const d = backoffMs(attempt);
+        expect(d).toBeGreaterThanOrEqual(ceiling / 2);
+        expect(d).toBeLessThanOrEqual(ceiling);
+      }
+    }
+    expect(backoffMs(40)).toBeLessThanOrEqual(60 * 60 * 1000);
+  });
+
+  it('a permanent error is dead at once; an unknown type too', async () => {
+    defineJob('t.permanent', async () => { throw new PermanentJobError('bad input'); });
+    const a = await enqueue(db(), { type: 't.permanent' });
+    const b = await enqueue(db(), { type: 't.nobody-handles-this' });
+    await runUntilIdle(env.app.deps, { types: ['t.permanent', 't.nobody-handles-this'] });
+    expect(await getJob(db(), a)).toMatchObject({ status: 'dead', attempts: 1, last_error: 'bad input' });
+    expect((await getJob(db(), b))?.status).toBe('dead');
+  });
+
+  it('runs higher priority first and waits for run_at', async () => {
+    const order: string[] = [];
+    defineJob('t.order', async ({ job }) => { order.push(job.payload.name as string); });
+    await enqueue(db(), { type: 't.order', payload: { name: 'low' }, priority: 0 });
+    await enqueue(db(), { type: 't.order', payload: { name: 'high' }, priority: 10 });
+    await enqueue(db(), { type: 't.order', payload: { name: 'later' }, priority: 100, runAt: new Date(Date.now() + 60_000) });
+    await runUntilIdle(env.app.deps, { types: ['t.order'] });
+    expect(order).toEqual(['high', 'low']);
+  });
+
+  it('an expired lease is claimed again by another worker, and the first worker can no longer finish it', async () => {
+    const id = await enqueue(db(), { type: 't.lease' });
+    const first = await claimJob(env.app.deps, 'worker-a', 20, ['t.lease']);
+    expect(first?.id).toBe(id);
+    expect(await claimJob(env.app.deps, 'worker-b', 20, ['t.lease'])).toBeNull(); // still leased
+    await sleep(40);
+    const second = await claimJob(env.app.deps, 'worker-b', 30_000, ['t.lease']);
+    expect(second).toMatchObject({ id, attempts: 2, locked_by: 'worker-b' });
+    const stale = await db().updateTable('jobs').set({ status: 'succeeded' }).where('id', '=', id).where('locked_by', '=', 'worker-a').executeTakeFirst();
+    expect(Number(stale.numUpdatedRows)).toBe(0);
+  });
+
+  it('a concurrency key runs at most its limit at a time', async () => {
+    const ids = await Promise.all([1, 2, 3].map((n) => enqueue(db(), { type: 't.limited', payload: { n }, concurrencyKey: 'org:x', concurrencyLimit: 2 })));
+    const other = await enqueue(db(), { type: 't.limited', payload: { n: 9 } });
+    const claimed = [];
+    for (let i = 0; i < 4; i++) claimed.push(await claimJob(env.app.deps, 'w', 30_000, ['t.limited']));
+    const got = claimed.filter(Boolean).map((j) => j!.id).sort();
+    expect(got).toHaveLength(3);
+    expect(got).toContain(other);
+    expect(got.filter((x) => ids.includes(x))).toHaveLength(2);
+    expect(claimed[3]).toBeNull();
+  });
+
+  it('never hands one job to two claimers at once', async () => {
+    const ids = new Set(await Promise.all(Array.from({ length: 20 }, () => enqueue(db(), { type: 't.race' }))));
+    const claims = await Promise.all(Array.from({ length: 30 }, (_, i) => claimJob(env.app.deps, `racer-${i}`, 30_000, ['t.race'])));
+    const got = claims.filter(Boolean).map((j) => j!.id);
+    expect(new Set(got).size).toBe(got.length);
+    expect(got.every((id) => ids.has(id))).toBe(true);
+    expect(got.length).toBe(20);
+  });
+
+  it('a worker runs jobs as they come, and a graceful stop hands back what it could not finish', async () => {
+    const done: number[] = [];
+    defineJob('t.quick', async ({ job }) => { done.push(job.payload.n as number); });
+    defineJob('t.slow', ({ signal }) => new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')))));
+    const worker = new Worker(env.app.deps, { concurrency: 2, pollMs: 20, leaseMs: 5000, types: ['t.quick', 't.slow'] });
+    await worker.start();
+    await enqueue(db(), { type: 't.quick', payload: { n: 1 } });
+    await enqueue(db(), { type: 't.quick', payload: { n: 2 } });
+    const slow = await enqueue(db(), { type: 't.slow' });
+    for (let i = 0; i < 100 && (done.length < 2 || (await getJob(db(), slow))?.status !== 'running'); i++) await sleep(20);
+    expect(done.sort()).toEqual([1, 2]);
+    await worker.stop(50);
+    expect(await getJob(db(), slow)).toMatchObject({ status: 'queued', attempts: 0, locked_by: null });
+  });
+
+  it('recurring jobs have one schedule and come back after each run', async () => {
+    let runs = 0;
+    defineRecurringJob('t.every-minute', 60_000, async () => { runs++; });
+    const w1 = new Worker(env.app.deps, { types: ['t.every-minute'], pollMs: 20 });
+    const w2 = new Worker(env.app.deps, { types: ['t.every-minute'], pollMs: 20 });
+    await w1.start();
+    await w2.start();
+    for (let i = 0; i < 100 && runs < 1; i++) await sleep(20);
+    await w1.stop();
+    await w2.stop();
+    const rows = await db().selectFrom('jobs').selectAll().where('type', '=', 't.every-minute').execute();
+    expect(rows).toHaveLength(1);
+    expect(runs).toBe(1);
+    expect(rows[0].status).toBe('queued');
+    expect(new Date(rows[0].run_at).getTime()).toBeGreaterThan(Date.now() + 50_000);
+  });
+});

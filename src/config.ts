@@ -28,6 +28,11 @@ export interface Config {
   dnsServers: string[];
   /** Largest accepted file upload (CSV imports, logos). */
   uploadLimitBytes: number;
+  /**
+   * Hosts or CIDR ranges that outbound requests (URL imports, HTTP tools, webhooks) may reach even
+   * though they are private, loopback or link-local; everything else private is refused.
+   */
+  outboundAllowlist: string[];
   version: string;
 }
 
@@ -84,6 +89,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     inProcessWorkers: env.WORKERS_IN_PROCESS !== 'false',
     dnsServers: (env.DNS_SERVERS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
     uploadLimitBytes: int(env, 'UPLOAD_LIMIT_BYTES', 512 * 1024 * 1024),
+    outboundAllowlist: (env.OUTBOUND_ALLOWLIST ?? '').split(',').map((x) => x.trim()).filter(Boolean),
     version: VERSION,
   };
 }

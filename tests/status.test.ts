@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
 import { newId, nowIso } from '../src/ids.js';
-import { recordSamples, setBuiltinCheck, type SampleInput } from '../src/services/status.js';
+import { pruneStatusSamples, recordSamples, setBuiltinCheck, type SampleInput } from '../src/services/status.js';
 
 let env: TestEnv;
 let server: Server;
@@ -345,6 +345,9 @@ describe('uptime', () => {
     });
     expect(ov.components.find((x: { id: string }) => x.id === c.id).uptime_percentage).toBe(pct(18, 25));
     expect(ov.uptime_stats.overall['90d']).toBeLessThan(100);
+    // Pruning drops what is older than the window and changes no figure.
+    expect(await pruneStatusSamples(env.app.deps)).toBeGreaterThanOrEqual(50);
+    expect((await overview()).uptime_stats.components['uptime-probe']).toEqual(ov.uptime_stats.components['uptime-probe']);
     // A component without samples: 100.
     const fresh = await addHttp({ name: 'no-samples', display_name: 'No samples', url: `${base}/ok` });
     const again = await overview();

@@ -3,6 +3,14 @@ import type { Deps } from '../context.js';
 import { documentOperation } from '../openapi.js';
 import { statusPageData, type ComponentStatus, type DayBucket, type Incident } from '../services/status.js';
 
+// Documented on import, so that `agentry openapi` (which builds no app) includes it.
+documentOperation({
+  method: 'GET', path: '/status', operationId: 'status.page', tags: ['Status page'], public: true,
+  summary: 'The public status page (HTML)',
+  description: 'Overall status, each component with its status and a 90-day uptime bar (one segment per UTC day), open incidents and those resolved in the last 14 days with their timelines. Plain HTML, no scripts.',
+  responses: { 200: { description: 'An HTML page', content: { 'text/html': { schema: { type: 'string' } } } } },
+});
+
 /** Non-JSON routes: the public HTML status page. */
 // eslint-disable-next-line @typescript-eslint/no-unused-vars
 export function register(app: FastifyInstance, deps: Deps): void {
@@ -15,13 +23,6 @@ export function register(app: FastifyInstance, deps: Deps): void {
       .header('content-security-policy', "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
       .header('x-content-type-options', 'nosniff');
     return renderStatusPage(data);
-  });
-
-  documentOperation({
-    method: 'GET', path: '/status', operationId: 'status.page', tags: ['Status page'], public: true,
-    summary: 'The public status page (HTML)',
-    description: 'Overall status, each component with its status and a 90-day uptime bar (one segment per UTC day), open incidents and those resolved in the last 14 days with their timelines. Plain HTML, no scripts.',
-    responses: { 200: { description: 'An HTML page', content: { 'text/html': { schema: { type: 'string' } } } } },
   });
 }
 
@@ -43,6 +44,7 @@ const BANNER: Record<ComponentStatus, string> = {
   partial_outage: 'Partial system outage',
   major_outage: 'Major system outage',
 };
+const IMPACT_LABEL: Record<Incident['impact'], string> = { none: 'No impact', minor: 'Minor impact', major: 'Major impact', critical: 'Critical impact' };
 const INCIDENT_LABEL: Record<Incident['status'], string> = { investigating: 'Investigating', identified: 'Identified', monitoring: 'Monitoring', resolved: 'Resolved' };
 
 /** `2025-10-09T18:30:00.123Z` → `2025-10-09 18:30 UTC`. */
@@ -60,9 +62,9 @@ function bar(days: DayBucket[]): string {
 function incidentHtml(i: Incident): string {
   const affected = i.components.length ? `<p class="affected">Affected: ${i.components.map((c) => esc(c.display_name)).join(', ')}</p>` : '';
   const timeline = i.updates.map((u) => `<li class="update"><span class="update-status">${esc(INCIDENT_LABEL[u.status])}</span> <time datetime="${esc(u.created_at)}">${esc(when(u.created_at))}</time><p class="update-message">${esc(u.message)}</p></li>`).join('');
-  return `<article class="incident impact-${esc(i.impact)}" data-incident-id="${esc(i.id)}">
+  return `<article class="incident impact-${esc(i.impact)} incident-${esc(i.status)}" data-incident-id="${esc(i.id)}">
 <h3 class="incident-title">${esc(i.title)}</h3>
-<p class="incident-meta"><span class="incident-status">${esc(INCIDENT_LABEL[i.status])}</span> · impact ${esc(i.impact)} · opened ${esc(when(i.created_at))}${i.resolved_at ? ` · resolved ${esc(when(i.resolved_at))}` : ''}</p>
+<p class="incident-meta"><span class="incident-status">${esc(INCIDENT_LABEL[i.status])}</span> · ${esc(IMPACT_LABEL[i.impact])} · opened ${esc(when(i.created_at))}${i.resolved_at ? ` · resolved ${esc(when(i.resolved_at))}` : ''}</p>
 ${affected}
 <ol class="timeline">${timeline}</ol>
 </article>`;
@@ -72,7 +74,7 @@ export function renderStatusPage(data: Awaited<ReturnType<typeof statusPageData>
   const components = data.components.map((c) => `<li class="component s-border-${c.current_status}" data-component="${esc(c.name)}">
 <div class="component-head"><span class="component-name">${esc(c.display_name)}</span><span class="component-status st-${c.current_status}">${esc(STATUS_LABEL[c.current_status])}</span></div>
 ${bar(c.days)}
-<div class="bar-legend"><span>${c.days.length} days ago</span><span class="uptime">${esc(c.uptime_percentage)}% uptime</span><span>Today</span></div>
+<div class="bar-legend"><span>${c.days.length} days ago</span><span class="uptime">${esc(c.uptime_percentage)}% uptime over ${c.days.length} days</span><span>Today</span></div>
 </li>`).join('\n');
   const open = data.open_incidents.length ? data.open_incidents.map(incidentHtml).join('\n') : '<p class="empty">No open incidents.</p>';
   const resolved = data.resolved_incidents.length ? data.resolved_incidents.map(incidentHtml).join('\n') : '<p class="empty">No incidents in the last 14 days.</p>';
@@ -103,7 +105,7 @@ h2 { font-size: 18px; margin: 32px 0 12px; }
 .st-operational { color: var(--operational); } .st-under_maintenance { color: var(--under_maintenance); }
 .st-degraded_performance { color: #b58400; } .st-partial_outage { color: var(--partial_outage); } .st-major_outage { color: var(--major_outage); }
 .bar { display: flex; gap: 2px; height: 34px; }
-.seg { flex: 1 1 0; min-width: 2px; border-radius: 2px; background: var(--nodata); }
+.seg { flex: 1 1 0; min-width: 1px; border-radius: 2px; background: var(--nodata); }
 .seg:hover { opacity: .7; }
 .s-operational { background: var(--operational); } .s-under_maintenance { background: var(--under_maintenance); }
 .s-degraded_performance { background: var(--degraded_performance); } .s-partial_outage { background: var(--partial_outage); }
@@ -111,6 +113,7 @@ h2 { font-size: 18px; margin: 32px 0 12px; }
 .bar-legend { display: flex; justify-content: space-between; font-size: 12px; color: #6b7785; margin-top: 4px; }
 .incident { background: #fff; border: 1px solid #e1e5ea; border-left: 4px solid var(--degraded_performance); border-radius: 8px; padding: 14px 20px; margin-bottom: 12px; }
 .incident.impact-none { border-left-color: var(--nodata); } .incident.impact-major { border-left-color: var(--partial_outage); } .incident.impact-critical { border-left-color: var(--major_outage); }
+.incident.incident-resolved { border-left-color: var(--operational); }
 .incident-title { margin: 0 0 4px; font-size: 17px; overflow-wrap: anywhere; }
 .incident-meta, .affected { margin: 0 0 6px; color: #52606d; font-size: 13px; }
 .incident-status { font-weight: 600; color: #1f2933; }
@@ -120,6 +123,7 @@ h2 { font-size: 18px; margin: 32px 0 12px; }
 .update time { color: #6b7785; font-size: 13px; }
 .update-message { margin: 2px 0 0; white-space: pre-wrap; overflow-wrap: anywhere; }
 .empty { color: #6b7785; }
+@media (max-width: 600px) { main { padding: 20px 10px 32px; } .component { padding: 12px; } .bar { gap: 1px; height: 28px; } .incident { padding: 12px; } }
 footer { margin-top: 32px; color: #6b7785; font-size: 13px; }
 footer a { color: inherit; }
 </style>

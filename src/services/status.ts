@@ -383,6 +383,18 @@ export async function runStatusChecks(deps: Deps) {
   return { overall_status: worstStatus(recorded.map((r) => r.status)), checked_at: nowIso(), results: recorded };
 }
 
+/**
+ * Deletes samples and hourly rollups older than the uptime window (90 days by default): for a
+ * periodic job, so the samples table stays bounded. Returns how many samples were deleted.
+ */
+export async function pruneStatusSamples(deps: Deps, keepDays = UPTIME_DAYS + 1): Promise<number> {
+  const cutoff = new Date(Date.now() - keepDays * DAY_MS).toISOString();
+  const db = deps.db.kysely;
+  const res = await db.deleteFrom('status_samples').where('checked_at', '<', cutoff).executeTakeFirst();
+  await db.deleteFrom('status_hourly').where('hour', '<', cutoff.slice(0, 13)).execute();
+  return Number(res.numDeletedRows ?? 0);
+}
+
 export type Window = '24h' | '7d' | '30d' | '90d';
 const WINDOWS: Record<Window, number> = { '24h': DAY_MS, '7d': 7 * DAY_MS, '30d': 30 * DAY_MS, '90d': UPTIME_DAYS * DAY_MS };
 type Counts = Record<Window, { total: number; good: number }>;

@@ -1,0 +1,365 @@
+/**
+ * `npm run bench`: GET /api/v1/projects?page_size=50 with an organization API key, served by the
+ * real app (child process, bench/server.ts) versus raw Fastify + better-sqlite3 doing the same
+ * work (child process, bench/raw.ts), on 100,000 seeded projects over 10 organizations.
+ *
+ * Servers are pinned to core 0 and this process (the load generator) to core 1 when `taskset`
+ * exists and there are two cores. Variants run in alternation, several rounds, and the medians
+ * are compared, so the ratio app/raw is measured under the same machine noise. The bench is a
+ * meter, not a gate: it exits 0 whatever the ratio (1 only if it could not run or the two
+ * servers disagree about the rows).
+ *
+ * Environment:
+ *   BENCH_SECONDS      measured seconds per run (default 10)
+ *   BENCH_WARMUP       warm-up seconds before each measured run (default 3)
+ *   BENCH_ROUNDS       rounds; each round runs every variant once (default 3)
+ *   BENCH_CONNECTIONS  autocannon connections (default 50)
+ *   BENCH_PROJECTS     projects to seed (default 100000)
+ *   BENCH_PROFILE=1    afterwards, profile one measured run of the app and of raw (V8 sampling
+ *                      profiler) and print where the time goes (see bench/profile-report.ts)
+ *   BENCH_PROFILE_ONLY=1  skip the measured rounds and only profile
+ *   BENCH_LADDER=1     afterwards, measure the intermediate servers of bench/ladder.ts (raw plus
+ *                      one piece of the app at a time) to price each piece
+ *   BENCH_KEEP=1       keep the seeded database and profiles in bench/.tmp/
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { availableParallelism } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { seed, type Seeded } from './seed.js';
+import { profileReport, compareReports } from './profile-report.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const TMP = join(HERE, '.tmp');
+const DB_PATH = join(TMP, 'bench.db');
+const PATH = '/api/v1/projects?page_size=50';
+
+function num(name: string, dflt: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return dflt;
+  const n = Number(raw);
+  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
+  return n;
+}
+const SECONDS = num('BENCH_SECONDS', 10);
+const WARMUP = num('BENCH_WARMUP', 3);
+const ROUNDS = Math.round(num('BENCH_ROUNDS', 3));
+const CONNECTIONS = Math.round(num('BENCH_CONNECTIONS', 50));
+const PROJECTS = Math.round(num('BENCH_PROJECTS', 100_000));
+const PROFILE = process.env.BENCH_PROFILE === '1' || process.env.BENCH_PROFILE_ONLY === '1';
+const PROFILE_ONLY = process.env.BENCH_PROFILE_ONLY === '1';
+const LADDER = process.env.BENCH_LADDER === '1';
+const KEEP = process.env.BENCH_KEEP === '1';
+
+// ---- child processes -------------------------------------------------------------------------
+
+const children = new Set<ChildProcess>();
+function killChildren(): void {
+  for (const c of children) {
+    if (c.exitCode === null && c.signalCode === null && c.pid) {
+      try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ }
+    }
+  }
+  children.clear();
+}
+process.on('exit', killChildren);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => { killChildren(); process.exit(130); });
+}
+
+const CORES = availableParallelism();
+const pinning = (() => {
+  if (process.platform !== 'linux' || CORES < 2) return false;
+  return spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status === 0;
+})();
+if (pinning) {
+  // This process (autocannon) on core 1, all its threads; servers go to core 0.
+  const r = spawnSync('taskset', ['-a', '-pc', '1', String(process.pid)], { stdio: 'ignore' });
+  if (r.status !== 0) process.stderr.write('warning: could not pin the load generator to core 1\n');
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => res(port));
+    });
+  });
+}
+
+interface Server { name: string; url: string; child: ChildProcess; stderr: () => string; profOut?: string }
+
+interface ServerSpec { name: string; script: string; env: Record<string, string> }
+
+async function startServer(spec: ServerSpec, opts: { profOut?: string } = {}): Promise<Server> {
+  const port = await freePort();
+  const devnull = openSync('/dev/null', 'w');
+  const nodeArgs = ['--import', 'tsx', join(HERE, spec.script)];
+  const [cmd, args] = pinning ? ['taskset', ['-c', '0', process.execPath, ...nodeArgs]] : [process.execPath, nodeArgs];
+  const child = spawn(cmd, args, {
+    cwd: resolve(HERE, '..'),
+    env: {
+      ...process.env,
+      HOST: '127.0.0.1', PORT: String(port), DATABASE_URL: DB_PATH, DATA_DIR: join(TMP, 'data'),
+      JWT_SECRET: 'bench-jwt-secret-0123456789abcdef0123456789', SECRETS_KEY: Buffer.alloc(32, 7).toString('base64url'),
+      RATE_LIMIT_PER_HOUR: '1000000000', RATE_LIMIT_HEALTH_PER_HOUR: '1000000000', NODE_ENV: 'production',
+      ...spec.env,
+      ...(opts.profOut ? { BENCH_PROF_OUT: opts.profOut } : {}),
+    },
+    // Request logs go to /dev/null, as the brief for this bench says; stderr is kept for errors.
+    stdio: ['ignore', devnull, 'pipe'],
+  });
+  closeSync(devnull);
+  children.add(child);
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${spec.name} exited during start-up:\n${err}`);
+    try {
+      await fetch(url + '/');
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`${spec.name} did not start listening within 60 s:\n${err}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return { name: spec.name, url, child, stderr: () => err, profOut: opts.profOut };
+}
+
+async function stopServer(s: Server): Promise<void> {
+  if (s.child.exitCode !== null || s.child.signalCode !== null) { children.delete(s.child); return; }
+  const exited = new Promise<void>((r) => s.child.once('exit', () => r()));
+  s.child.kill('SIGTERM');
+  const timer = setTimeout(() => s.child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+  children.delete(s.child);
+}
+
+// ---- load ------------------------------------------------------------------------------------
+
+interface Run { rps: number; p50: number; p99: number; non2xx: number; errors: number; total: number; cpuUs: number }
+
+const CLK_TCK = (() => {
+  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+  const n = Number(r.stdout?.trim());
+  return Number.isFinite(n) && n > 0 ? n : 100;
+})();
+/** CPU seconds (user + system, all threads) a process has used so far, from /proc; NaN elsewhere. */
+function cpuSeconds(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+
+function cannon(url: string, seconds: number, keys: string[]): Promise<autocannon.Result> {
+  return new Promise((res, rej) => {
+    autocannon({
+      url,
+      connections: CONNECTIONS,
+      duration: seconds,
+      // Each connection cycles through the organizations' keys.
+      requests: keys.map((k) => ({ method: 'GET' as const, path: PATH, headers: { authorization: `Bearer ${k}` } })),
+    }, (err, result) => (err ? rej(err) : res(result)));
+  });
+}
+
+async function measure(s: Server, keys: string[], seconds = SECONDS): Promise<Run> {
+  await cannon(s.url, WARMUP, keys);
+  if (s.profOut) s.child.kill('SIGUSR2');
+  const cpu0 = cpuSeconds(s.child.pid);
+  const r = await cannon(s.url, seconds, keys);
+  const cpu1 = cpuSeconds(s.child.pid);
+  if (s.profOut) s.child.kill('SIGUSR2');
+  const ok = r['2xx'];
+  return {
+    rps: ok / r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, total: r.requests.total,
+    cpuUs: ((cpu1 - cpu0) * 1e6) / Math.max(1, r.requests.total),
+  };
+}
+
+// ---- sanity ----------------------------------------------------------------------------------
+
+async function sanity(a: Server, b: Server, seeded: Seeded): Promise<string> {
+  let identical = 0;
+  for (const org of seeded.orgs) {
+    const get = async (s: Server) => {
+      const res = await fetch(s.url + PATH, { headers: { authorization: `Bearer ${org.key}` } });
+      const text = await res.text();
+      if (res.status !== 200) throw new Error(`${s.name} answered ${res.status} for ${org.name}: ${text.slice(0, 300)}`);
+      // Links carry the server's own origin (host:port): compare bodies without it.
+      return { text: text.split(s.url).join('<origin>'), body: JSON.parse(text) as { count: number; next: string | null; previous: string | null; results: { id: string }[] } };
+    };
+    const [x, y] = [await get(a), await get(b)];
+    const ids = (r: typeof x) => r.body.results.map((p) => p.id).join(',');
+    if (x.body.results.length !== 50) throw new Error(`${a.name} returned ${x.body.results.length} rows, not 50`);
+    if (ids(x) !== ids(y)) throw new Error(`${a.name} and ${b.name} disagree about the rows of ${org.name}`);
+    if (x.body.count !== org.projects || y.body.count !== org.projects) throw new Error(`count mismatch for ${org.name}: ${x.body.count} / ${y.body.count} / seeded ${org.projects}`);
+    if (!x.body.results.every((p) => p.id.startsWith('prj_')) || [...x.body.results].map((p) => p.id).sort().reverse().join(',') !== ids(x)) {
+      throw new Error(`${a.name} rows are not ordered by id desc`);
+    }
+    if (x.text === y.text) identical++;
+  }
+  return `${seeded.orgs.length} keys: same 50 ids in the same order (id desc) from both; counts match the seed; `
+    + `response bodies byte-identical (origin in links aside) for ${identical}/${seeded.orgs.length}`;
+}
+
+// ---- report ----------------------------------------------------------------------------------
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((p, q) => p - q);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
+const pad = (s: string, n: number, right = false) => (right ? s.padStart(n) : s.padEnd(n));
+
+function table(rows: string[][], rightFrom = 1): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => '| ' + r.map((c, i) => pad(c, widths[i], i >= rightFrom)).join(' | ') + ' |';
+  const sep = '|' + widths.map((w, i) => (i >= rightFrom ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|') + '|';
+  return [line(rows[0]), sep, ...rows.slice(1).map(line)].join('\n');
+}
+
+// ---- main ------------------------------------------------------------------------------------
+
+const APP_INFO: ServerSpec = { name: 'app (LOG_LEVEL=info)', script: 'server.ts', env: { LOG_LEVEL: 'info' } };
+const APP_WARN: ServerSpec = { name: 'app (LOG_LEVEL=warn)', script: 'server.ts', env: { LOG_LEVEL: 'warn' } };
+const RAW: ServerSpec = { name: 'raw fastify+better-sqlite3', script: 'raw.ts', env: {} };
+
+async function main(): Promise<void> {
+  mkdirSync(TMP, { recursive: true });
+  const log = (s = '') => process.stdout.write(s + '\n');
+  log(`Agentry list benchmark: GET ${PATH}, API key auth, ${CONNECTIONS} connections`);
+  log(`node ${process.version}; ${CORES} cores; pinning: ${pinning ? 'servers on core 0, load generator on core 1 (taskset)' : 'none (taskset unavailable or < 2 cores)'}`);
+  log(`runs: ${WARMUP} s warm-up + ${SECONDS} s measured, ${ROUNDS} round(s), variants alternated`);
+
+  const seeded = await seed(DB_PATH, { projects: PROJECTS });
+  log(`seeded ${fmt(seeded.projects)} projects over ${seeded.orgs.length} organizations (${seeded.orgs.map((o) => o.projects).join('/')}), one admin API key each, in ${fmt(seeded.ms / 1000, 1)} s → ${DB_PATH}`);
+  const keys = seeded.orgs.map((o) => o.key);
+
+  if (!PROFILE_ONLY) {
+    const specs = [APP_INFO, APP_WARN, RAW];
+    const servers = new Map<ServerSpec, Server>();
+    for (const spec of specs) servers.set(spec, await startServer(spec));
+    log(`sanity (app vs raw): ${await sanity(servers.get(APP_INFO)!, servers.get(RAW)!, seeded)}`);
+    log();
+
+    const runs = new Map<ServerSpec, Run[]>(specs.map((s) => [s, []]));
+    const perRound: { info: number; warn: number }[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Rotate the order each round so no variant always runs first or last.
+      const order = specs.map((_, i) => specs[(i + round) % specs.length]);
+      const got = new Map<ServerSpec, Run>();
+      for (const spec of order) {
+        const r = await measure(servers.get(spec)!, keys);
+        got.set(spec, r);
+        runs.get(spec)!.push(r);
+        const bad = r.non2xx || r.errors ? `  (non-2xx ${r.non2xx}, errors ${r.errors})` : '';
+        log(`round ${round + 1}/${ROUNDS}  ${pad(spec.name, 28)} ${pad(fmt(r.rps), 7, true)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms  server CPU ${fmt(r.cpuUs)} µs/req${bad}`);
+      }
+      const raw = got.get(RAW)!.rps;
+      perRound.push({ info: got.get(APP_INFO)!.rps / raw, warn: got.get(APP_WARN)!.rps / raw });
+    }
+    for (const s of servers.values()) await stopServer(s);
+
+    const rawMed = median(runs.get(RAW)!.map((r) => r.rps));
+    const rawCpu = median(runs.get(RAW)!.map((r) => r.cpuUs));
+    const rows = [['server', 'median req/s', 'p50 ms', 'p99 ms', 'req/s vs raw', 'CPU µs/req', 'raw CPU ÷ this', 'runs (req/s)']];
+    for (const spec of specs) {
+      const rs = runs.get(spec)!;
+      const m = median(rs.map((r) => r.rps));
+      const cpu = median(rs.map((r) => r.cpuUs));
+      rows.push([spec.name, fmt(m), fmt(median(rs.map((r) => r.p50)), 1), fmt(median(rs.map((r) => r.p99)), 1), `${fmt(m / rawMed, 3)}×`,
+        fmt(cpu), `${fmt(rawCpu / cpu, 3)}×`, rs.map((r) => fmt(r.rps)).join(' / ')]);
+    }
+    log();
+    log(table(rows));
+    log();
+    const infoRatio = median(runs.get(APP_INFO)!.map((r) => r.rps)) / rawMed;
+    const warnRatio = median(runs.get(APP_WARN)!.map((r) => r.rps)) / rawMed;
+    log(`ratio app/raw (median req/s): ${fmt(infoRatio, 3)} with request logging (LOG_LEVEL=info), ${fmt(warnRatio, 3)} without (LOG_LEVEL=warn); target ≥ 0.90 → ${infoRatio >= 0.9 ? 'met' : 'NOT met'}`);
+    log(`ratio app/raw per round (paired): info ${perRound.map((p) => fmt(p.info, 3)).join(', ')}; warn ${perRound.map((p) => fmt(p.warn, 3)).join(', ')}`);
+    const cpuInfo = median(runs.get(APP_INFO)!.map((r) => r.cpuUs));
+    const cpuWarn = median(runs.get(APP_WARN)!.map((r) => r.cpuUs));
+    log(`server CPU per request (user+system, all threads, /proc): app ${fmt(cpuInfo)} µs with request logging, ${fmt(cpuWarn)} µs without; raw ${fmt(rawCpu)} µs`);
+    log(`→ CPU-based ratio raw/app (the req/s ratio on an otherwise idle core; robust to other load on the machine): `
+      + `${fmt(rawCpu / cpuInfo, 3)} with request logging, ${fmt(rawCpu / cpuWarn, 3)} without`);
+    log(`request logging (one info line per request) costs ${fmt(cpuInfo - cpuWarn)} µs of CPU per request (${fmt((100 * (cpuInfo - cpuWarn)) / cpuInfo, 1)} % of the app's)`);
+    if (Math.abs(infoRatio - rawCpu / cpuInfo) > 0.1) {
+      log('note: the req/s and CPU ratios differ by more than 0.1: other load on the machine varied between runs; trust the CPU figures more');
+    }
+  }
+
+  if (LADDER) {
+    const { LADDER_STEPS } = await import('./ladder.js');
+    log();
+    log('Ladder: raw, then one piece of the app added at a time (bench/ladder.ts); each step alternated with raw');
+    const rawServer = await startServer(RAW);
+    const rows = [['step', 'median req/s', 'p50 ms', 'p99 ms', 'req/s vs raw (paired)', 'CPU µs/req', 'raw CPU ÷ this']];
+    const rawRuns: Run[] = [];
+    for (const step of LADDER_STEPS) {
+      const s = await startServer({ name: step.name, script: step.script ?? 'ladder.ts', env: { LADDER_STEP: step.id, LOG_LEVEL: step.logLevel ?? 'warn' } });
+      await sanity(s, rawServer, seeded);
+      const mine: Run[] = [];
+      const ratios: number[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        const r = await measure(s, keys);
+        const base = await measure(rawServer, keys);
+        mine.push(r); rawRuns.push(base); ratios.push(r.rps / base.rps);
+      }
+      await stopServer(s);
+      const cpu = median(mine.map((r) => r.cpuUs));
+      const rawCpuHere = median(rawRuns.slice(-ROUNDS).map((r) => r.cpuUs));
+      rows.push([step.name, fmt(median(mine.map((r) => r.rps))), fmt(median(mine.map((r) => r.p50)), 1), fmt(median(mine.map((r) => r.p99)), 1), `${fmt(median(ratios), 3)}×`,
+        fmt(cpu), `${fmt(rawCpuHere / cpu, 3)}×`]);
+      log(`  ${pad(step.name, 48)} ${fmt(median(mine.map((r) => r.rps)))} req/s, ${fmt(median(ratios), 3)}× raw; CPU ${fmt(cpu)} µs/req vs raw ${fmt(rawCpuHere)}`);
+    }
+    rows.push(['raw (all runs above)', fmt(median(rawRuns.map((r) => r.rps))), fmt(median(rawRuns.map((r) => r.p50)), 1), fmt(median(rawRuns.map((r) => r.p99)), 1), '1.000×', fmt(median(rawRuns.map((r) => r.cpuUs))), '1.000×']);
+    await stopServer(rawServer);
+    log();
+    log(table(rows));
+  }
+
+  if (PROFILE) {
+    log();
+    log(`Profiles: one ${SECONDS} s measured run each, V8 sampling profiler started after the warm-up`);
+    const reports = [];
+    for (const spec of [APP_INFO, RAW]) {
+      const out = join(TMP, `${spec.script.replace('.ts', '')}-${spec.env.LOG_LEVEL ?? 'raw'}.cpuprofile`);
+      for (const f of [out, `${out}.done`]) if (existsSync(f)) rmSync(f);
+      const s = await startServer(spec, { profOut: out });
+      const r = await measure(s, keys);
+      const deadline = Date.now() + 30_000;
+      while (!existsSync(`${out}.done`) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+      await stopServer(s);
+      if (!existsSync(`${out}.done`)) throw new Error(`no profile written by ${spec.name}:\n${s.stderr()}`);
+      const rep = profileReport(JSON.parse(readFileSync(out, 'utf8')), r.total);
+      reports.push({ name: spec.name, rep, run: r });
+      log(`  ${spec.name}: ${fmt(r.rps)} req/s while profiled; profile → ${out}`);
+    }
+    log();
+    log(compareReports(reports[0], reports[1]));
+  }
+
+  if (!KEEP) {
+    for (const suffix of ['', '-wal', '-shm']) if (existsSync(DB_PATH + suffix)) rmSync(DB_PATH + suffix);
+  }
+}
+
+main().then(() => { killChildren(); process.exit(0); }, (err) => {
+  process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
+  killChildren();
+  process.exit(1);
+});

@@ -1,0 +1,24 @@
+/**
+ * The server under test: the real application, built exactly as `agentry serve` builds it
+ * (`buildApp(loadConfig())`), configured by the environment the runner sets (DATABASE_URL,
+ * PORT, HOST, LOG_LEVEL, RATE_LIMIT_PER_HOUR, JWT_SECRET, SECRETS_KEY).
+ */
+import { buildApp } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { installProfiler } from './profiler.js';
+
+const config = loadConfig();
+const app = await buildApp(config);
+installProfiler();
+await app.fastify.listen({ port: config.port, host: config.host });
+
+let closing = false;
+const stop = async () => {
+  if (closing) return;
+  closing = true;
+  await app.close().catch(() => undefined);
+  process.exit(0);
+};
+process.on('SIGTERM', () => { void stop(); });
+process.on('SIGINT', () => { void stop(); });
+process.on('disconnect', () => { void stop(); });

@@ -509,6 +509,19 @@ describe('incidents', () => {
     expect(badStatus.body.details).toHaveProperty('status');
   });
 
+  it('honours Idempotency-Key when opening an incident', async () => {
+    const before = await incidentCount();
+    const send = (title: string) => env.request('POST', '/api/status/incidents/', { token: admin(), headers: { 'idempotency-key': 'status-incident-1' }, body: { title, message: 'm' } });
+    const first = await send('Only once');
+    const again = await send('Only once');
+    expect(first.status).toBe(201);
+    expect(again.status).toBe(201);
+    expect(again.body.id).toBe(first.body.id);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expectError(await send('Something else'), 409);
+    expect(await incidentCount()).toBe(before + 1);
+  });
+
   it('only platform admins open and update incidents', async () => {
     const inc = await create({ title: 'Guarded', message: 'm' });
     for (const token of [env.owner.token, env.admin.token, env.adminKey]) {

@@ -1,6 +1,6 @@
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type Updateable } from 'kysely';
 import type { Database } from '../../db/schema.js';
-import type { ComponentKind, ComponentStatus, IncidentImpact, IncidentStatus } from '../../db/schema/status.js';
+import type { ComponentKind, ComponentStatus, IncidentImpact, IncidentStatus, StatusComponentsTable } from '../../db/schema/status.js';
 import type { Ctx, Deps } from '../context.js';
 import { isUniqueViolation, ping } from '../db.js';
 import { badRequest, conflict, notFound } from '../errors.js';
@@ -271,7 +271,7 @@ export async function updateComponent(ctx: Ctx, id: string, input: ComponentPatc
     if (Object.keys(refused).length) throw badRequest(refused);
   }
   const { under_maintenance: maintenance, ...fields } = input;
-  const set: Record<string, unknown> = { ...fields, updated_at: nowIso() };
+  const set: Updateable<StatusComponentsTable> = { ...fields, updated_at: nowIso() };
   if (maintenance !== undefined) {
     set.maintenance = maintenance ? 1 : 0;
     // Leaving maintenance shows what the last check observed (operational before any check).
@@ -471,10 +471,17 @@ async function hydrateIncidents(db: Kysely<Database>, rows: IncidentRow[]) {
     db.selectFrom('status_incident_updates').select(['id', 'incident_id', 'status', 'message', 'created_at'])
       .where('incident_id', 'in', ids).orderBy('id', 'desc').execute(),
   ]);
+  const group = <T extends { incident_id: string }>(items: T[]) => {
+    const m = new Map<string, T[]>();
+    for (const it of items) m.set(it.incident_id, [...(m.get(it.incident_id) ?? []), it]);
+    return m;
+  };
+  const linksOf = group(links);
+  const updatesOf = group(updates);
   return rows.map((r) => ({
     ...r,
-    components: links.filter((l) => l.incident_id === r.id).map((l) => ({ id: l.id, name: l.name, display_name: l.display_name, current_status: l.current_status })),
-    updates: updates.filter((u) => u.incident_id === r.id).map((u) => ({ id: u.id, status: u.status, message: u.message, created_at: u.created_at })),
+    components: (linksOf.get(r.id) ?? []).map((l) => ({ id: l.id, name: l.name, display_name: l.display_name, current_status: l.current_status })),
+    updates: (updatesOf.get(r.id) ?? []).map((u) => ({ id: u.id, status: u.status, message: u.message, created_at: u.created_at })),
   }));
 }
 export type Incident = Awaited<ReturnType<typeof hydrateIncidents>>[number];

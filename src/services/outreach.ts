@@ -121,7 +121,7 @@ interface Assessment {
   complaint_rate: number;
   sent_last_30_days: number;
   checked_at: string;
-  /** Per alert family: null when undecided (DNS unknown), else the kind that should be open (or none). */
+  /** Per alert family decided by this check (families whose check is unknown are absent): the kind that should be open, or none. */
   alerts: { family: readonly AlertKind[]; open: { kind: AlertKind; severity: AlertSeverity; message: string } | null }[];
 }
 
@@ -138,10 +138,12 @@ async function assess(deps: Deps, org: string, domain: string, selector: string)
   ]);
   const checks: DomainChecks = { mx: outcomes.mx.result, spf: outcomes.spf.result, dkim: outcomes.dkim.result, dmarc: outcomes.dmarc.result };
   const sent = counts.sent;
-  const bounce = percent(counts.bounced, sent, 2);
-  const complaint = percent(counts.complained, sent, 2);
-  const exact = { bounce: sent ? (counts.bounced / sent) * 100 : 0, complaint: sent ? (counts.complained / sent) * 100 : 0 };
-  const score = healthScore(checks, exact);
+  // Exact rates decide thresholds and score; the stored and shown ones are rounded to two decimals.
+  const rates = {
+    bounce: { exact: sent ? (counts.bounced / sent) * 100 : 0, count: counts.bounced, kind: 'bounce_rate_high', label: 'Bounce' },
+    complaint: { exact: sent ? (counts.complained / sent) * 100 : 0, count: counts.complained, kind: 'complaint_rate_high', label: 'Complaint' },
+  } as const;
+  const score = healthScore(checks, { bounce: rates.bounce.exact, complaint: rates.complaint.exact });
 
   const alerts: Assessment['alerts'] = [];
   for (const key of Object.keys(CHECK_FAMILIES) as (keyof DomainChecks)[]) {
@@ -149,17 +151,15 @@ async function assess(deps: Deps, org: string, domain: string, selector: string)
     if (o.result.status === 'unknown') continue; // no answer: neither raise nor resolve
     alerts.push({ family: CHECK_FAMILIES[key], open: o.failKind ? { kind: o.failKind, severity: CHECK_SEVERITY[key], message: `${domain}: ${o.result.message}` } : null });
   }
-  for (const [kind, alertKind, label] of [['bounce', 'bounce_rate_high', 'Bounce'], ['complaint', 'complaint_rate_high', 'Complaint']] as const) {
-    const level = rateLevel(exact[kind], kind);
-    const rate = kind === 'bounce' ? bounce : complaint;
-    alerts.push({
-      family: [alertKind],
-      open: level ? { kind: alertKind, severity: level, message: `${domain}: ${label} rate ${rate}% over the last ${RATE_WINDOW_DAYS} days (${counts[kind === 'bounce' ? 'bounced' : 'complained']} of ${sent} sent) is above ${RATE_THRESHOLDS[kind][level]}%` } : null,
-    });
+  for (const name of ['bounce', 'complaint'] as const) {
+    const r = rates[name];
+    const level = rateLevel(r.exact, name);
+    const message = level && `${domain}: ${r.label} rate ${percent(r.count, sent, 2)}% over the last ${RATE_WINDOW_DAYS} days (${r.count} of ${sent} sent) is above ${RATE_THRESHOLDS[name][level]}%`;
+    alerts.push({ family: [r.kind], open: level && message ? { kind: r.kind, severity: level, message } : null });
   }
   return {
     checks, health_score: score, status: score === null ? 'unknown' : score >= HEALTHY_SCORE ? 'healthy' : 'unhealthy',
-    bounce_rate: bounce, complaint_rate: complaint, sent_last_30_days: sent, checked_at: nowIso(), alerts,
+    bounce_rate: percent(counts.bounced, sent, 2), complaint_rate: percent(counts.complained, sent, 2), sent_last_30_days: sent, checked_at: nowIso(), alerts,
   };
 }
 

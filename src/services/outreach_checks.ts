@@ -28,6 +28,8 @@ type Resolver = Pick<DnsResolver, 'mx' | 'txt'>;
 
 /** RFC 7208 §4.6.4: at most 10 mechanisms and modifiers that cause DNS lookups per SPF evaluation. */
 export const SPF_LOOKUP_LIMIT = 10;
+/** At most this many records are fetched to count an SPF record's lookups. */
+const SPF_FOLLOW_QUERIES = 25;
 
 // ───────────────────────────── names ─────────────────────────────
 
@@ -172,23 +174,24 @@ interface SpfTree { lookups: number; all: string | null; incomplete: string[]; b
 
 /**
  * Counts the lookups an SPF evaluation of `domain` costs, following include: and redirect= (names
- * with macros are counted but not followed). Stops once past the limit or the deadline.
+ * with macros are counted but not followed). Stops following at the deadline or after
+ * SPF_FOLLOW_QUERIES queries; what was not followed is listed, and the count is then a lower bound.
  */
-async function expandSpf(dns: Resolver, terms: SpfTerms, deadline: number, seen: Set<string>): Promise<SpfTree> {
+async function expandSpf(dns: Resolver, terms: SpfTerms, deadline: number, seen: Set<string>, budget: { queries: number }): Promise<SpfTree> {
   const tree: SpfTree = { lookups: terms.lookups, all: terms.all, incomplete: [], broken: [] };
   const targets = [...terms.includes.map((d) => ({ d, redirect: false })), ...(terms.redirect ? [{ d: terms.redirect, redirect: true }] : [])];
   for (const { d, redirect } of targets) {
-    if (tree.lookups > SPF_LOOKUP_LIMIT) break;
     if (d.includes('%')) { tree.incomplete.push(d); continue; }
     if (seen.has(d)) { tree.broken.push(`${d} (loop)`); continue; }
-    if (Date.now() >= deadline) { tree.incomplete.push(d); continue; }
+    if (Date.now() >= deadline || budget.queries <= 0) { tree.incomplete.push(d); continue; }
+    budget.queries--;
     const txt = await withDeadline(dns.txt(d), deadline, (): DnsResult<string> => ({ status: 'error', error: 'check deadline passed' }));
     if (txt.status === 'error') { tree.incomplete.push(d); continue; }
     const records = txt.status === 'ok' ? txt.records.filter(isSpf) : [];
     if (records.length !== 1) { tree.broken.push(`${d} (${records.length ? 'several SPF records' : 'no SPF record'})`); continue; }
     const inner = parseSpf(records[0]);
     if (inner.invalid) { tree.broken.push(`${d} (invalid term "${inner.invalid}")`); continue; }
-    const sub = await expandSpf(dns, inner, deadline, new Set([...seen, d]));
+    const sub = await expandSpf(dns, inner, deadline, new Set([...seen, d]), budget);
     tree.lookups += sub.lookups;
     tree.incomplete.push(...sub.incomplete);
     tree.broken.push(...sub.broken);
@@ -209,7 +212,7 @@ export async function checkSpf(dns: Resolver, domain: string, deadline: number):
   const record = records[0];
   const terms = parseSpf(record);
   if (terms.invalid) return { result: { status: 'fail', message: `Invalid SPF term "${terms.invalid}"`, record, all: terms.all, lookups: null }, failKind: 'spf_invalid' };
-  const tree = await expandSpf(dns, terms, deadline, new Set([domain]));
+  const tree = await expandSpf(dns, terms, deadline, new Set([domain]), { queries: SPF_FOLLOW_QUERIES });
   const all = tree.all;
   const base = { record, all, lookups: tree.lookups };
   const partial = tree.incomplete.length ? ` (at least; not followed: ${tree.incomplete.join(', ')})` : '';

@@ -19,6 +19,7 @@ beforeAll(async () => {
     'deep.test': { TXT: [`v=spf1 ${includes(3, 'lvl')} -all`] },
     'broken-include.test': { TXT: ['v=spf1 include:nospf.test -all'] },
     'redirect.test': { TXT: ['v=spf1 redirect=_spf.redirect.test'] },
+    'redirect-slow.test': { TXT: ['v=spf1 redirect=slow.test'] },
     '_spf.redirect.test': { TXT: ['v=spf1 mx ~all'] },
     'loop.test': { TXT: ['v=spf1 include:loop.test -all'] },
     'ip6.test': { TXT: ['v=spf1 ip6:2001:db8::/32 ip4:192.0.2.0/24 mx:mail.ip6.test/24 exists:%{i}.x.test include:%{l}.x.test ~all'] },
@@ -82,6 +83,8 @@ describe('SPF', () => {
   it('is unknown when DNS does not answer', async () => {
     expect(await checkSpf(r, 'slow.test', later())).toMatchObject({ result: { status: 'unknown', lookups: null } });
     expect((await checkSpf(r, 'slow.test', later())).failKind).toBeUndefined();
+    // The record answers, but the one its policy is delegated to does not.
+    expect(await checkSpf(r, 'redirect-slow.test', later())).toMatchObject({ result: { status: 'unknown', record: 'v=spf1 redirect=slow.test' } });
   });
 });
 
@@ -123,9 +126,7 @@ describe('MX', () => {
 describe('bounds, names and score', () => {
   it('a check still waiting at the deadline is unknown', async () => {
     const slow = { mx: () => new Promise<never>(() => undefined), txt: () => new Promise<never>(() => undefined) };
-    const started = Date.now();
     const out = await runDomainChecks(slow, 'x.test', 'default', Date.now() + 100);
-    expect(Date.now() - started).toBeLessThan(2000);
     expect([out.mx, out.spf, out.dkim, out.dmarc].map((o) => o.result.status)).toEqual(['unknown', 'unknown', 'unknown', 'unknown']);
   });
 

@@ -222,6 +222,9 @@ export async function checkSpf(dns: Resolver, domain: string, deadline: number):
   if (tree.broken.length) {
     return { result: { status: 'fail', message: `SPF refers to names without a usable SPF record: ${tree.broken.join(', ')}`, ...base }, failKind: 'spf_invalid' };
   }
+  if (all === null && terms.redirect && tree.incomplete.includes(terms.redirect)) {
+    return { result: { status: 'unknown', message: `SPF delegates its policy to redirect=${terms.redirect}, which could not be read; the result is unknown`, ...base } };
+  }
   if (all === '+all') return { result: { status: 'fail', message: 'SPF ends in +all: it authorizes every server on the internet', ...base }, failKind: 'spf_invalid' };
   const lookups = `${tree.lookups} DNS lookup${tree.lookups === 1 ? '' : 's'}${partial}`;
   if (all === '?all') return { result: { status: 'warn', message: `SPF ends in ?all (neutral): unauthorized servers are not rejected; use -all or ~all. ${lookups}`, ...base } };

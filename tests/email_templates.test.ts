@@ -229,6 +229,11 @@ describe('renderTemplate (used by deliveries)', () => {
     expect(out).toEqual({ subject: 'x<y z', html_content: '<p>x&lt;y</p>', text_content: 'x<y!' });
   });
 
+  it('escapes HTML output once, also where the template asks for | escape; | raw is not escaped', async () => {
+    const out = await renderTemplate({ subject: 's', html_content: '{{ a }}|{{ a | escape }}|{{ a | escape_once }}|{{ a | raw }}' }, { a: '<i>&' });
+    expect(out.html_content).toBe('&lt;i&gt;&amp;|&lt;i&gt;&amp;|&lt;i&gt;&amp;|<i>&');
+  });
+
   it('throws a TemplateError whose details name the field and line', async () => {
     const err = await renderTemplate({ subject: 's', html_content: 'a\nb\n{{ missing }}' }, {}).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(TemplateError);

@@ -28,6 +28,13 @@ const engineOptions = {
 function makeEngine(escapeOutput: boolean): Liquid {
   const engine = new Liquid({ ...engineOptions, ...(escapeOutput ? { outputEscape: 'escape' as const } : {}) });
   for (const tag of ['include', 'render', 'layout']) delete engine.tags[tag];
+  if (escapeOutput) {
+    // An explicit `| escape` (as Shopify templates write it) escapes once, not twice.
+    for (const name of ['escape', 'escape_once', 'xml_escape']) {
+      const f = engine.filters[name];
+      engine.registerFilter(name, { handler: typeof f === 'function' ? f : f.handler, raw: true });
+    }
+  }
   return engine;
 }
 

@@ -166,6 +166,17 @@ describe('branding', () => {
     const noFile = await upload('app', [], env.admin.token, { note: 'no file here' });
     expectError(noFile, 400);
     expect(noFile.body.details).toHaveProperty('file');
+    const malformed: [string, string][] = [
+      ['multipart/form-data', 'garbage'],
+      ['multipart/form-data; boundary=xyz', 'garbage'],
+      // Cut off before the closing boundary.
+      ['multipart/form-data; boundary=xyz', '--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n\x89PNG\r\n\x1a\n1234'],
+    ];
+    for (const [contentType, payload] of malformed) {
+      const res = await env.request('POST', '/api/branding/logos/app/', { token: env.admin.token, headers: { 'content-type': contentType }, payload });
+      expectError(res, 400);
+      expect(res.body.details).toHaveProperty('file');
+    }
     const kind = await upload('banner', [{ content: PNG }]);
     expectError(kind, 400);
     expect(kind.body.details).toHaveProperty('kind');

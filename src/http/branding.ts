@@ -54,6 +54,21 @@ function authorize(ctx: Ctx, permission: Permission): void {
   if (!ctx.actor.permissions.has(permission)) throw forbidden(`Your role lacks the "${permission}" permission`);
 }
 
+/** The content of the request's file part; malformed multipart bodies are 400, not faults. */
+async function readOneFile(req: FastifyRequest): Promise<Buffer> {
+  try {
+    const part = await req.file({ limits: { fileSize: MAX_LOGO_BYTES, files: 1, fields: 10, parts: 20 } });
+    if (!part) throw badRequest({ file: 'No file in the request' });
+    return await part.toBuffer();
+  } catch (err) {
+    if (err instanceof AppError) throw err;
+    const e = err as { code?: string; statusCode?: number; message?: string };
+    if (e.code === 'FST_REQ_FILE_TOO_LARGE') throw new AppError(413, 'Payload too large', { file: `At most ${MAX_LOGO_BYTES / 1024 / 1024} MB` });
+    if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) throw err;
+    throw badRequest({ file: `Malformed multipart/form-data body: ${e.message ?? 'unreadable'}` });
+  }
+}
+
 const isLogoKind = (k: string): k is LogoKind => (LOGO_KINDS as readonly string[]).includes(k);
 
 export function register(app: FastifyInstance, deps: Deps): void {
@@ -63,15 +78,7 @@ export function register(app: FastifyInstance, deps: Deps): void {
     const { kind } = req.params as { kind: string };
     if (!isLogoKind(kind)) throw badRequest({ kind: `One of ${LOGO_KINDS.join(', ')}` });
     if (!req.isMultipart()) throw new AppError(415, 'Unsupported media type', 'Send multipart/form-data with one file field');
-    const part = await req.file({ limits: { fileSize: MAX_LOGO_BYTES, files: 1, fields: 10, parts: 20 } });
-    if (!part) throw badRequest({ file: 'No file in the request' });
-    let content: Buffer;
-    try {
-      content = await part.toBuffer();
-    } catch (err) {
-      if ((err as { code?: string }).code === 'FST_REQ_FILE_TOO_LARGE') throw new AppError(413, 'Payload too large', { file: `At most ${MAX_LOGO_BYTES / 1024 / 1024} MB` });
-      throw err;
-    }
+    const content = await readOneFile(req);
     const branding = await uploadLogo(ctx, kind, content);
     return reply.code(200).send(branding);
   });

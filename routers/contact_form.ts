@@ -37,7 +37,7 @@ export const contactFormRouter = router({
       inquiry_type: inquiryType,
       subject: z.string().trim().min(1).max(200),
       message: z.string().trim().min(1).max(5000),
-      website: z.string().max(500).nullable().optional().describe('Leave empty (a field hidden from people: forms filled by robots fill it)'),
+      website: z.string().max(2000).nullable().optional().describe('Leave empty (a field hidden from people: forms filled by robots fill it)'),
     }))
     .output(z.object({ id: z.string(), status: z.literal('received') }))
     .mutation(({ ctx, input }) => submitContactForm(ctx, input)),

@@ -13,6 +13,7 @@ import { createUser } from './services/users.js';
 import { AppError } from './errors.js';
 import { ROLE_RANK, isBuiltinRole } from './permissions.js';
 import { newId, nowIso } from './ids.js';
+import { importCommand } from './cli/import.js';
 
 const USAGE = `Usage: agentry <command> [options]
 
@@ -25,6 +26,10 @@ Commands:
                               Create a user; with --org-id, add it to that organization
   create-org --name NAME [--owner USERNAME]
                               Create an organization, optionally owned by a user
+  import contacts FILE --org-id ID [--mapping JSON] [--delimiter D] [--no-header] [--name NAME]
+                              Import contacts from a CSV file (upserted by e-mail) through a
+                              data source and run, with progress; --mapping is
+                              {"CSV column": "contact field"} (proposed from the header if absent)
   openapi [--out FILE] [--check]
                               Write the OpenAPI document (default ./openapi.json); with
                               --check, write nothing and fail if the file is out of date
@@ -130,6 +135,10 @@ async function main(argv: string[]): Promise<void> {
         return createOrganization(db.kysely, { name: (v.name as string).trim(), ownerId });
       });
       process.stdout.write(`Created organization ${org.name} (${org.id})\n`);
+      return;
+    }
+    case 'import': {
+      await importCommand(rest, fail);
       return;
     }
     case 'openapi': {

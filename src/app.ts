@@ -173,7 +173,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const routes = registerRestRoutes(fastify, appRouter, {
     health: fastify.rateLimit({ max: config.rateLimitHealthPerHour, timeWindow: hour, groupId: 'health' }),
     public_form: fastify.rateLimit({ max: config.rateLimitPublicFormPerHour, timeWindow: hour, groupId: 'public_form', keyGenerator: (req) => `ip:${req.ip}` }),
-  });
+  }, { validateResponses: config.validateResponses });
 
   const trpcOptions: FastifyTRPCPluginOptions<AppRouter>['trpcOptions'] = {
     router: appRouter,

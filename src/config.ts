@@ -33,6 +33,8 @@ export interface Config {
    * though they are private, loopback or link-local; everything else private is refused.
    */
   outboundAllowlist: string[];
+  /** Check every REST response against its zod output schema (tests and development; costs time). */
+  validateResponses: boolean;
   version: string;
 }
 
@@ -90,6 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dnsServers: (env.DNS_SERVERS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
     uploadLimitBytes: int(env, 'UPLOAD_LIMIT_BYTES', 512 * 1024 * 1024),
     outboundAllowlist: (env.OUTBOUND_ALLOWLIST ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+    validateResponses: env.VALIDATE_RESPONSES ? env.VALIDATE_RESPONSES === 'true' : env.NODE_ENV === 'test' || env.NODE_ENV === 'development',
     version: VERSION,
   };
 }

@@ -1,5 +1,5 @@
 import { initTRPC } from '@trpc/server';
-import type { Ctx } from './context.js';
+import type { Actor, Ctx } from './context.js';
 import { AppError, forbidden, toHttpError, unauthorized } from './errors.js';
 import type { Permission } from './permissions.js';
 import { recordAudit } from './services/audit.js';
@@ -54,31 +54,49 @@ const t = initTRPC.context<Ctx>().meta<Meta>().create({
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
 
-/** The one authorization check, driven by each procedure's meta. */
-const authorize = t.middleware(({ ctx, meta, next }) => {
-  if (meta?.public) return next();
+/** The one authorization check, driven by a procedure's meta; returns the actor (or null for public routes). */
+export function authorizeActor(ctx: Ctx, meta: Meta | undefined): Actor | null {
+  if (meta?.public) return ctx.actor;
   if (ctx.authError) throw ctx.authError;
   const actor = ctx.actor;
   if (!actor) throw unauthorized();
   if (meta?.platformAdmin && !actor.isPlatformAdmin) throw forbidden('Platform administrators only');
   if (meta?.userOnly && actor.type !== 'user') throw forbidden('This endpoint needs a signed-in user, not an API key');
   if (meta?.permission && !actor.permissions.has(meta.permission)) throw forbidden(`Your role lacks the "${meta.permission}" permission`);
-  return next({ ctx: { ...ctx, actor } });
+  return actor;
+}
+
+/** The audit row of a successful mutation. */
+export async function auditMutation(ctx: Ctx, meta: Meta | undefined, path: string, input: unknown, output: unknown): Promise<void> {
+  if (meta?.audit === false || !ctx.actor) return;
+  const data = output as { id?: unknown } | undefined;
+  const inp = input as { id?: unknown } | undefined;
+  const resourceId = typeof data?.id === 'string' ? data.id : typeof inp?.id === 'string' ? inp.id : null;
+  // Platform administration acts across organizations: its rows belong to none.
+  await recordAudit(ctx, { action: path, resourceType: meta?.resource ?? path.split('.')[0], resourceId, ...(meta?.platformAdmin ? { organizationId: null } : {}) });
+}
+
+const authorize = t.middleware(({ ctx, meta, next }) => {
+  authorizeActor(ctx, meta);
+  return next();
 });
 
 /** Every successful mutation leaves an audit row. */
 const audit = t.middleware(async ({ ctx, meta, type, path, next, getRawInput }) => {
   const result = await next();
-  if (type !== 'mutation' || meta?.audit === false || !result.ok || !ctx.actor) return result;
-  const data = result.data as { id?: unknown } | undefined;
-  const input = (await getRawInput().catch(() => undefined)) as { id?: unknown } | undefined;
-  const resourceId = typeof data?.id === 'string' ? data.id : typeof input?.id === 'string' ? input.id : null;
-  // Platform administration acts across organizations: its rows belong to none.
-  await recordAudit(ctx, { action: path, resourceType: meta?.resource ?? path.split('.')[0], resourceId, ...(meta?.platformAdmin ? { organizationId: null } : {}) });
+  if (type !== 'mutation' || !result.ok) return result;
+  await auditMutation(ctx, meta, path, await getRawInput().catch(() => undefined), result.data);
   return result;
 });
 
 /** The one procedure builder: authorization by meta, audit of mutations. */
 export const procedure = t.procedure.use(authorize).use(audit);
+
+/**
+ * The middlewares every procedure built from `procedure` starts with. The REST facade runs the
+ * same steps itself (authorizeActor, input parse, resolver, auditMutation) for procedures whose
+ * chain is exactly these plus input/output parsing, and calls any other procedure through tRPC.
+ */
+export const baseMiddlewares: readonly unknown[] = (procedure as unknown as { _def: { middlewares: unknown[] } })._def.middlewares;
 
 export { AppError };

@@ -1,8 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { AnyProcedure, AnyRouter } from '@trpc/server';
-import type { z } from 'zod';
 import { badRequest } from '../errors.js';
-import type { Meta, OpenApiMeta, RateLimitClass } from '../trpc.js';
+import fastJson from 'fast-json-stringify';
+import { z as zod } from 'zod';
+import { auditMutation, authorizeActor, baseMiddlewares, type Meta, type OpenApiMeta, type RateLimitClass } from '../trpc.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../services/idempotency.js';
 
 export interface RestRoute {
@@ -12,8 +13,8 @@ export interface RestRoute {
   openapi: OpenApiMeta;
   /** The path served: the documented one or one of its aliases. */
   path: string;
-  input: z.ZodType | undefined;
-  output: z.ZodType | undefined;
+  input: zod.ZodType | undefined;
+  output: zod.ZodType | undefined;
 }
 
 /** Every REST route the routers declare, aliases included: the route table. */
@@ -22,7 +23,7 @@ export function restRoutes(router: AnyRouter): RestRoute[] {
   for (const [procedurePath, procedure] of Object.entries(router._def.procedures as Record<string, AnyProcedure>)) {
     const meta = procedure._def.meta as Meta | undefined;
     if (!meta?.openapi) continue;
-    const def = procedure._def as unknown as { inputs: z.ZodType[]; output?: z.ZodType };
+    const def = procedure._def as unknown as { inputs: zod.ZodType[]; output?: zod.ZodType };
     for (const path of [meta.openapi.path, ...(meta.openapi.aliases ?? [])]) {
       out.push({ procedurePath, procedure, meta, openapi: meta.openapi, path, input: def.inputs[0], output: def.output });
     }
@@ -32,8 +33,8 @@ export function restRoutes(router: AnyRouter): RestRoute[] {
 
 type Coerce = (v: unknown) => unknown;
 
-function unwrap(s: z.ZodType): z.ZodType {
-  let cur = s as z.ZodType & { _zod: { def: { type: string; innerType?: z.ZodType; in?: z.ZodType } } };
+function unwrap(s: zod.ZodType): zod.ZodType {
+  let cur = s as zod.ZodType & { _zod: { def: { type: string; innerType?: zod.ZodType; in?: zod.ZodType } } };
   for (;;) {
     const def = cur._zod.def;
     if (def.innerType && ['optional', 'nullable', 'default', 'prefault', 'readonly', 'catch', 'nonoptional'].includes(def.type)) cur = def.innerType as typeof cur;
@@ -42,8 +43,8 @@ function unwrap(s: z.ZodType): z.ZodType {
   }
 }
 
-function coercerFor(s: z.ZodType): Coerce | null {
-  const inner = unwrap(s) as z.ZodType & { _zod: { def: { type: string; element?: z.ZodType } } };
+function coercerFor(s: zod.ZodType): Coerce | null {
+  const inner = unwrap(s) as zod.ZodType & { _zod: { def: { type: string; element?: zod.ZodType } } };
   switch (inner._zod.def.type) {
     case 'number': case 'int': case 'bigint':
       return (v) => (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v);
@@ -66,8 +67,8 @@ function coercerFor(s: z.ZodType): Coerce | null {
  * schema's declared types, before the procedure validates. The schema itself stays strict, so
  * `/trpc` callers still send real numbers and booleans.
  */
-export function queryCoercion(input: z.ZodType | undefined): (q: Record<string, unknown>) => Record<string, unknown> {
-  const inner = input ? (unwrap(input) as z.ZodType & { _zod: { def: { type: string; shape?: Record<string, z.ZodType> } } }) : undefined;
+export function queryCoercion(input: zod.ZodType | undefined): (q: Record<string, unknown>) => Record<string, unknown> {
+  const inner = input ? (unwrap(input) as zod.ZodType & { _zod: { def: { type: string; shape?: Record<string, zod.ZodType> } } }) : undefined;
   const shape = inner?._zod.def.type === 'object' ? inner._zod.def.shape ?? {} : {};
   const coercers = new Map<string, Coerce>();
   for (const [k, s] of Object.entries(shape)) { const c = coercerFor(s); if (c) coercers.set(k, c); }
@@ -82,6 +83,43 @@ export function queryCoercion(input: z.ZodType | undefined): (q: Record<string, 
   };
 }
 
+type Resolver = (opts: { ctx: unknown; input: unknown; path: string; type: string; meta: Meta | undefined; signal: undefined }) => Promise<unknown>;
+
+/**
+ * The resolver of a procedure whose middleware chain is exactly the standard one (authorize,
+ * audit, then input and output parsing): the facade can run those steps itself. Any other
+ * procedure (extra middlewares) returns null and is called through tRPC.
+ */
+function directResolver(p: AnyProcedure): Resolver | null {
+  const def = p._def as unknown as { middlewares: { _type?: string }[]; resolver?: Resolver };
+  const mws = def.middlewares;
+  if (!def.resolver || mws.length < baseMiddlewares.length + 1) return null;
+  for (let i = 0; i < baseMiddlewares.length; i++) if (mws[i] !== baseMiddlewares[i]) return null;
+  const rest = mws.slice(baseMiddlewares.length, -1);
+  if (!rest.every((m) => m._type === 'input' || m._type === 'output')) return null;
+  return def.resolver;
+}
+
+/**
+ * The response body writer of a route: fast-json-stringify compiled from the output schema, so
+ * only declared fields are ever written (a stray column cannot leak) and faster than
+ * JSON.stringify. With `validate`, the output is also checked against the zod schema first (tests
+ * and development). A schema the compiler cannot take falls back to zod parse + JSON.stringify.
+ */
+function responseWriter(output: zod.ZodType | undefined, validate: boolean): (value: unknown) => string {
+  if (!output) return (v) => JSON.stringify(v);
+  let compiled: ((v: unknown) => string) | null = null;
+  try {
+    const schema = zod.toJSONSchema(output, { target: 'draft-7', io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
+    compiled = fastJson(schema as unknown as Parameters<typeof fastJson>[0]) as (v: unknown) => string;
+  } catch {
+    compiled = null;
+  }
+  if (!compiled) return (v) => JSON.stringify(output.parse(v));
+  const write = compiled;
+  return validate ? (v) => write(output.parse(v)) : write;
+}
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v) && !Buffer.isBuffer(v);
 
 /**
@@ -89,7 +127,9 @@ const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v ===
  * radix tree matches paths (static segments win over parameters; trailing slashes are kept),
  * and calls the procedure directly with the request's context.
  */
-export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limiters: Record<RateLimitClass, onRequestHookHandler>): RestRoute[] {
+export function registerRestRoutes(
+  app: FastifyInstance, router: AnyRouter, limiters: Record<RateLimitClass, onRequestHookHandler>, opts: { validateResponses: boolean },
+): RestRoute[] {
   const routes = restRoutes(router);
   for (const r of routes) {
     const { method, successStatus = 200 } = r.openapi;
@@ -98,6 +138,9 @@ export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limi
     const type = r.procedure._def.type as 'query' | 'mutation';
     const idempotent = method === 'POST' && (successStatus === 201 || successStatus === 202);
     const url = r.path.replace(/\{([^}]+)\}/g, ':$1');
+    const resolver = directResolver(r.procedure);
+    const write = responseWriter(r.output, opts.validateResponses);
+    const inputSchema = r.input;
     // Standard routes share the global limiter (one hourly budget per actor); each other class
     // has one limiter of its own, shared by its routes.
     const limits = r.meta.rateLimit ? { config: { rateLimit: false as const, procedurePath: r.procedurePath }, onRequest: limiters[r.meta.rateLimit] } : { config: { procedurePath: r.procedurePath } };
@@ -132,15 +175,27 @@ export function registerRestRoutes(app: FastifyInstance, router: AnyRouter, limi
         }
         let out: unknown;
         try {
-          out = await r.procedure({ path: r.procedurePath, getRawInput: async () => input, ctx, type, signal: undefined, batchIndex: 0 });
+          if (resolver) {
+            authorizeActor(ctx, r.meta);
+            const parsed = inputSchema ? inputSchema.parse(input) : undefined;
+            out = await resolver({ ctx, input: parsed, path: r.procedurePath, type, meta: r.meta, signal: undefined });
+            if (type === 'mutation') await auditMutation(ctx, r.meta, r.procedurePath, parsed, out);
+          } else {
+            out = await r.procedure({ path: r.procedurePath, getRawInput: async () => input, ctx, type, signal: undefined, batchIndex: 0 });
+          }
         } catch (err) {
           if (claim) await releaseIdempotencyKey(ctx, claim);
           throw err;
         }
-        if (claim) await completeIdempotencyKey(ctx, claim, successStatus, out);
         const status = ctx.responseStatus ?? successStatus;
         reply.code(status);
-        return status === 204 ? reply.send() : reply.send(out);
+        if (status === 204) {
+          if (claim) await completeIdempotencyKey(ctx, claim, status, undefined);
+          return reply.send();
+        }
+        const body = write(out);
+        if (claim) await completeIdempotencyKey(ctx, claim, status, JSON.parse(body));
+        return reply.header('content-type', 'application/json; charset=utf-8').send(body);
       },
     });
   }

@@ -108,15 +108,13 @@ function directResolver(p: AnyProcedure): Resolver | null {
  */
 function responseWriter(output: zod.ZodType | undefined, validate: boolean): (value: unknown) => string {
   if (!output) return (v) => JSON.stringify(v);
-  let compiled: ((v: unknown) => string) | null = null;
+  let write: (v: unknown) => string;
   try {
     const schema = zod.toJSONSchema(output, { target: 'draft-7', io: 'output', unrepresentable: 'any' }) as Record<string, unknown>;
-    compiled = fastJson(schema as unknown as Parameters<typeof fastJson>[0]) as (v: unknown) => string;
+    write = fastJson(schema as unknown as Parameters<typeof fastJson>[0]) as (v: unknown) => string;
   } catch {
-    compiled = null;
+    return (v) => JSON.stringify(output.parse(v));
   }
-  if (!compiled) return (v) => JSON.stringify(output.parse(v));
-  const write = compiled;
   return validate ? (v) => write(output.parse(v)) : write;
 }
 

@@ -1,4 +1,5 @@
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { randomBytes } from 'node:crypto';
+import Fastify, { type FastifyInstance } from 'fastify';
 import multipart from '@fastify/multipart';
 import rateLimit from '@fastify/rate-limit';
 import { fastifyTRPCPlugin, type FastifyTRPCPluginOptions } from '@trpc/server/adapters/fastify';
@@ -13,12 +14,12 @@ import type { Ctx, Deps } from './context.js';
 import { SecretBox } from './crypto.js';
 import { migrate, openDatabase, type Db } from './db.js';
 import { AppError, toHttpError } from './errors.js';
-import { newId } from './ids.js';
 import { CountCache } from './pagination.js';
 import { registerRestRoutes, type RestRoute } from './http/rest.js';
 import { registerDocsRoutes } from './http/docs.js';
 import { registerHttpRoutes } from './http/index.js';
 import { purgeExpiredIdempotencyKeys } from './services/idempotency.js';
+import './engine/schedules.js';
 
 declare module 'fastify' {
   interface FastifyRequest { ctx: Ctx }
@@ -41,6 +42,11 @@ export interface App {
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
+/** Request ids: a random per-process prefix and a counter (unique, cheap; no randomness per request). */
+const requestIdPrefix = `req_${randomBytes(8).toString('base64url').replace(/[-_]/g, 'x')}`;
+let requestCounter = 0;
+const nextRequestId = () => `${requestIdPrefix}.${(++requestCounter).toString(36)}`;
+
 export async function buildApp(config: Config, opts: BuildOptions = {}): Promise<App> {
   const log = opts.logger ?? pino({ level: config.logLevel });
   const ownsDb = !opts.db;
@@ -51,15 +57,16 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
   const deps: Deps = { db, config, box: new SecretBox(config.secretsKey), log, jwtKey: jwtKeyOf(config.jwtSecret), usage, counts: new CountCache() };
   usage.start(deps);
 
+  // Fastify gets no logger (no child logger per request): the app logs through `log`, one line
+  // per request in onResponse below, with the request id.
+  const logRequests = log.isLevelEnabled('info');
   const fastify: FastifyInstance = Fastify({
-    loggerInstance: log as FastifyBaseLogger,
-    // One line per request, written in onResponse below.
-    logController: new LogController({ disableRequestLogging: true }),
+    logger: false,
     bodyLimit: config.bodyLimit,
     trustProxy: config.trustProxy,
     genReqId: (req) => {
       const given = req.headers['x-request-id'];
-      return typeof given === 'string' && REQUEST_ID.test(given) ? given : newId('req');
+      return typeof given === 'string' && REQUEST_ID.test(given) ? given : nextRequestId();
     },
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
   });
@@ -88,6 +95,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     reply.header('x-request-id', req.id);
     const ctx: Ctx = {
       deps, actor: null, authError: null, requestId: req.id, ip: req.ip,
+      userAgent: typeof req.headers['user-agent'] === 'string' ? req.headers['user-agent'].slice(0, 512) : null,
       baseUrl: config.publicUrl ?? `${req.protocol}://${req.host}`, url: req.url,
     };
     req.ctx = ctx;
@@ -130,12 +138,12 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     const route = req.routeOptions.url ?? 'unmatched';
     requests.inc({ method: req.method, route, status: String(reply.statusCode) });
     latency.observe({ method: req.method, route }, reply.elapsedTime / 1000);
-    req.log.info({ method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
+    if (logRequests) log.info({ reqId: req.id, method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
   });
 
   fastify.setErrorHandler((err, req, reply) => {
     const mapped = toHttpError(err);
-    if (mapped.fault) req.log.error({ err, reqId: req.id }, 'request failed');
+    if (mapped.fault) log.error({ err, reqId: req.id }, 'request failed');
     if (mapped.status === 429 && !reply.getHeader('retry-after')) reply.header('retry-after', 60);
     reply.code(mapped.status).send(mapped.body);
   });
@@ -179,7 +187,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     router: appRouter,
     createContext: ({ req }) => req.ctx,
     onError: ({ error, req }) => {
-      if (toHttpError(error).fault) req.log.error({ err: error, reqId: req.id }, 'trpc procedure failed');
+      if (toHttpError(error).fault) log.error({ err: error, reqId: req.id }, 'trpc procedure failed');
     },
   };
   await fastify.register(fastifyTRPCPlugin, { prefix: '/trpc', trpcOptions });

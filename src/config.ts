@@ -26,6 +26,10 @@ export interface Config {
   inProcessWorkers: boolean;
   /** DNS servers for e-mail and domain checks (`host` or `host:port`); the system's when empty. */
   dnsServers: string[];
+  /** Time bound of one DNS lookup, all servers included. */
+  dnsTimeoutMs: number;
+  /** Seconds a "does not exist" / "no records" answer is cached. */
+  dnsNegativeTtl: number;
   /** Largest accepted file upload (CSV imports, logos). */
   uploadLimitBytes: number;
   /**
@@ -90,6 +94,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     publicUrl: env.PUBLIC_URL?.replace(/\/$/, '') || undefined,
     inProcessWorkers: env.WORKERS_IN_PROCESS !== 'false',
     dnsServers: (env.DNS_SERVERS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
+    dnsTimeoutMs: int(env, 'DNS_TIMEOUT_MS', 2000),
+    dnsNegativeTtl: int(env, 'DNS_NEGATIVE_TTL', 60),
     uploadLimitBytes: int(env, 'UPLOAD_LIMIT_BYTES', 512 * 1024 * 1024),
     outboundAllowlist: (env.OUTBOUND_ALLOWLIST ?? '').split(',').map((x) => x.trim()).filter(Boolean),
     validateResponses: env.VALIDATE_RESPONSES ? env.VALIDATE_RESPONSES === 'true' : env.NODE_ENV === 'test' || env.NODE_ENV === 'development',

@@ -38,6 +38,8 @@ export interface Ctx {
   authError: AppError | null;
   requestId: string;
   ip: string;
+  /** The request's User-Agent (truncated), when it sent one. */
+  userAgent?: string | null;
   /** Absolute origin (scheme://host) for links. */
   baseUrl: string;
   /** The request's path and query, for pagination links. */

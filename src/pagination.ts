@@ -73,11 +73,14 @@ function decodeCursor(raw: string): CursorState {
   }
 }
 
-function link(ctx: Ctx, set: Record<string, string>, drop: string[]): string {
-  const u = new URL(ctx.url, ctx.baseUrl);
-  for (const k of drop) u.searchParams.delete(k);
-  for (const [k, v] of Object.entries(set)) u.searchParams.set(k, v);
-  return u.toString();
+/** The request's absolute URL with `key` set to `value` and the other paging key removed. */
+function link(ctx: Ctx, key: 'page' | 'cursor', value: string): string {
+  const q = ctx.url.indexOf('?');
+  const path = q === -1 ? ctx.url : ctx.url.slice(0, q);
+  const params = new URLSearchParams(q === -1 ? '' : ctx.url.slice(q + 1));
+  params.delete(key === 'page' ? 'cursor' : 'page');
+  params.set(key, value);
+  return `${ctx.baseUrl}${path}?${params.toString()}`;
 }
 
 export interface PaginateOptions<R> {
@@ -93,6 +96,11 @@ export interface PaginateOptions<R> {
   sort?: { column: string; direction: 'asc' | 'desc'; key?: (row: R) => unknown };
   /** Qualified id column when the query joins (default `id`). */
   idColumn?: string;
+  /**
+   * What the filtered row set depends on besides `scope` (e.g. the filters, as JSON), to key the
+   * count cache without compiling the count query on every request. Default: the count query's SQL.
+   */
+  countKey?: string;
 }
 
 /** The one pagination helper: DRF envelope, page numbers, keyset cursors for deep pages, cached count. */
@@ -137,12 +145,12 @@ export async function paginate<R extends { id: string }, T>(ctx: Ctx, opts: Pagi
   if (cursor?.d === 'p') rows.reverse();
   const count = await countPromise;
 
-  const cursorLink = (row: R, d: 'n' | 'p') => link(ctx, { cursor: encodeCursor({ v: sameCol ? undefined : sortKey(row), id: row.id, d }) }, ['page', 'cursor']);
+  const cursorLink = (row: R, d: 'n' | 'p') => link(ctx, 'cursor', encodeCursor({ v: sameCol ? undefined : sortKey(row), id: row.id, d }));
   let next: string | null = null;
   let previous: string | null = null;
   if (page !== null) {
-    if (more) next = page + 1 <= CURSOR_AFTER_PAGE ? link(ctx, { page: String(page + 1) }, ['cursor']) : cursorLink(rows[rows.length - 1], 'n');
-    if (page > 1) previous = page - 1 <= CURSOR_AFTER_PAGE || rows.length === 0 ? link(ctx, { page: String(page - 1) }, ['cursor']) : cursorLink(rows[0], 'p');
+    if (more) next = page + 1 <= CURSOR_AFTER_PAGE ? link(ctx, 'page', String(page + 1)) : cursorLink(rows[rows.length - 1], 'n');
+    if (page > 1) previous = page - 1 <= CURSOR_AFTER_PAGE || rows.length === 0 ? link(ctx, 'page', String(page - 1)) : cursorLink(rows[0], 'p');
   } else if (cursor && rows.length) {
     const forward = cursor.d === 'n';
     if (forward ? more : true) next = cursorLink(rows[rows.length - 1], 'n');
@@ -152,12 +160,17 @@ export async function paginate<R extends { id: string }, T>(ctx: Ctx, opts: Pagi
 }
 
 async function countOf<R>(ctx: Ctx, opts: PaginateOptions<R>): Promise<number> {
-  const cq = opts.query.clearSelect().clearOrderBy().select((eb) => eb.fn.countAll().as('n'));
-  const compiled = cq.compile();
-  const key = ctx.deps.counts.key(opts.scope, opts.table, compiled.sql, compiled.parameters);
+  const cq = () => opts.query.clearSelect().clearOrderBy().select((eb) => eb.fn.countAll().as('n'));
+  let key: string;
+  if (opts.countKey !== undefined) {
+    key = ctx.deps.counts.key(opts.scope, opts.table, opts.countKey, []);
+  } else {
+    const compiled = cq().compile();
+    key = ctx.deps.counts.key(opts.scope, opts.table, compiled.sql, compiled.parameters);
+  }
   const hit = ctx.deps.counts.get(key);
   if (hit !== undefined) return hit;
-  const row = (await cq.executeTakeFirst()) as { n: number | string } | undefined;
+  const row = (await cq().executeTakeFirst()) as { n: number | string } | undefined;
   const n = Number(row?.n ?? 0);
   ctx.deps.counts.set(key, n);
   return n;

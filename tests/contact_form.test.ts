@@ -91,9 +91,7 @@ describe('contact form', () => {
     expectError(await env.request('GET', '/api/contact-form/submissions/?inquiry_type=complaint', { token: env.platformAdmin.token }), 400);
   });
 
-  // The request context (src/context.ts, core) does not carry the User-Agent yet; the service
-  // stores ctx.userAgent as soon as it does. Enable this test then.
-  it.skip('stores the User-Agent header with the submission (needs Ctx.userAgent)', async () => {
+  it('stores the User-Agent header with the submission', async () => {
     const res = await env.request('POST', URL, { body: documented, headers: { 'user-agent': 'FormTest/1.0 (+https://example.com)' } });
     expect(res.status).toBe(201);
     expect((await submissions()).find((s) => s.id === res.body.id)?.user_agent).toBe('FormTest/1.0 (+https://example.com)');

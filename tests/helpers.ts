@@ -22,7 +22,7 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     jwtSecret: 'test-jwt-secret-0123456789abcdef0123456789', secretsKey: Buffer.alloc(32, 7),
     adminUsername: 'admin', adminPassword: undefined, redisUrl: undefined,
     rateLimitPerHour: 100_000, rateLimitHealthPerHour: 100_000, rateLimitPublicFormPerHour: 100_000, logLevel: 'silent', bodyLimit: 1024 * 1024,
-    trustProxy: false, publicUrl: undefined, inProcessWorkers: false, dnsServers: [], uploadLimitBytes: 64 * 1024 * 1024, outboundAllowlist: [], validateResponses: true, version: '0.1.0',
+    trustProxy: false, publicUrl: undefined, inProcessWorkers: false, dnsServers: [], dnsTimeoutMs: 2000, dnsNegativeTtl: 60, uploadLimitBytes: 64 * 1024 * 1024, outboundAllowlist: [], validateResponses: true, version: '0.1.0',
     ...overrides,
   };
 }

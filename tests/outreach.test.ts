@@ -5,7 +5,6 @@ import { checkAllDomains, recordEmailEvent, type EmailEventInput } from '../src/
 
 // Queries to names the test server keeps silent time out after this long (read when the app's
 // resolver is first made).
-process.env.DNS_TIMEOUT_MS = '300';
 
 const KEY = 'MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDwIRP/UC3SBsEmGqZ9ZJW3/DkMoGeLnQg1fWn7/zYtIxN2SnFCjxOCKG9v3b4jYfcTNh5ijSsq631uBItLa7od+v/RtdC2UzJ1lWT947qR+Rcac2gbto/NMqJ0fzfVjH4OuKhitdY9tf6mcwGjaNBcWToIMmPSPDdQPNUYckcQ2QIDAQAB';
 const mx = (d: string) => ({ MX: [{ exchange: `mx1.${d}`, priority: 10 }] });
@@ -38,7 +37,7 @@ beforeAll(async () => {
     ...healthyZones('periodic.test', { 'periodic.test': { ...mx('periodic.test'), TXT: ['v=spf1 ?all'], ttl: 0 } }),
   });
   for (const name of ['silent.test', 'default._domainkey.silent.test', '_dmarc.silent.test', '_dmarc.partial.test']) dns.silent.add(name);
-  env = await createTestEnv({ dnsServers: [dns.server] });
+  env = await createTestEnv({ dnsServers: [dns.server], dnsTimeoutMs: 300 });
 });
 afterAll(async () => { await env?.close(); await dns?.close(); });
 
@@ -360,7 +359,7 @@ describe('health stats', () => {
   });
 
   it('counts, and averages to one decimal, in a fresh organization', async () => {
-    const fresh = await createTestEnv({ dnsServers: [dns.server] });
+    const fresh = await createTestEnv({ dnsServers: [dns.server], dnsTimeoutMs: 300 });
     try {
       const stats = () => fresh.request('GET', '/api/outreach/health-stats/', { token: fresh.viewer.token }).then((r) => r.body);
       expect(await stats()).toEqual({ total_domains: 0, healthy_domains: 0, unhealthy_domains: 0, avg_health_score: 0 });

@@ -159,10 +159,10 @@ async function runClaimed(deps: Deps, job: ClaimedJob, workerId: string, leaseMs
   }
 }
 
-/** Makes sure each recurring job type has its one schedule row. */
-export async function ensureRecurringJobs(db: Kysely<Database>): Promise<void> {
+/** Makes sure each recurring job type (of `types`, when given) has its one schedule row. */
+export async function ensureRecurringJobs(db: Kysely<Database>, types?: string[]): Promise<void> {
   for (const [type, def] of registry) {
-    if (def.everyMs) await enqueue(db, { id: `job_recurring_${type}`, type, maxAttempts: 3 });
+    if (def.everyMs && (!types || types.includes(type))) await enqueue(db, { id: `job_recurring_${type}`, type, maxAttempts: 3 });
   }
 }
 
@@ -191,7 +191,7 @@ export class Worker {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    await ensureRecurringJobs(this.deps.db.kysely);
+    await ensureRecurringJobs(this.deps.db.kysely, this.opts.types);
     const onJob = () => this.wake?.();
     wakeups.on('job', onJob);
     this.loop = (async () => {

@@ -7,7 +7,9 @@ import { register as status } from './status.js';
 
 /**
  * The non-JSON routes (downloads, uploads, HTML pages), one module per domain. Each calls the same
- * services as the procedures and documents itself with `documentOperation` (src/openapi.ts).
+ * services as the procedures, authorizes with `authorizeActor(request.ctx, meta)` (src/trpc.ts),
+ * and documents itself with `documentOperation` (src/openapi.ts) at import time — not inside
+ * `register`, since `agentry openapi` builds no app.
  */
 export function registerHttpRoutes(app: FastifyInstance, deps: Deps): void {
   contacts(app, deps);

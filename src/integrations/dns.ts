@@ -42,8 +42,10 @@ function parseServer(s: string): { host: string; port: number } {
 }
 
 export class DnsResolver {
-  private readonly cache = new Map<string, Entry>();
-  private readonly inflight = new Map<string, Promise<DnsResult<DnsRecord>>>();
+  private cache = new Map<string, Entry>();
+  private inflight = new Map<string, Promise<DnsResult<DnsRecord>>>();
+  /** A fresh view asks the servers every time (its answers still refill the shared cache). */
+  private bypassCache = false;
   private readonly servers: { host: string; port: number }[];
   private readonly timeoutMs: number;
   private readonly maxEntries: number;
@@ -61,15 +63,27 @@ export class DnsResolver {
 
   async resolve(name: string, type: RecordType): Promise<DnsResult<DnsRecord>> {
     const key = `${type} ${name.toLowerCase().replace(/\.$/, '')}`;
-    const hit = this.cache.get(key);
-    if (hit && hit.expires > Date.now()) return hit.result;
-    const pending = this.inflight.get(key);
-    if (pending) return pending;
+    if (!this.bypassCache) {
+      const hit = this.cache.get(key);
+      if (hit && hit.expires > Date.now()) return hit.result;
+      const pending = this.inflight.get(key);
+      if (pending) return pending;
+    }
     const p = this.query(name, type)
       .then((r) => { this.store(key, r.result, r.ttl); return r.result; })
       .finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     return p;
+  }
+
+  /**
+   * The same resolver without reading the cache: for checks a person just asked for (a record
+   * added a minute ago must be seen now, not after the negative TTL).
+   */
+  fresh(): DnsResolver {
+    const view = Object.create(this) as DnsResolver;
+    view.bypassCache = true;
+    return view;
   }
 
   async mx(domain: string): Promise<DnsResult<MxRecord>> {
@@ -141,10 +155,10 @@ function toRecord(type: RecordType, a: Record<string, unknown>): DnsRecord {
 const resolvers = new WeakMap<object, DnsResolver>();
 
 /** The process's resolver for a configuration (one per app). */
-export function resolverFor(config: { dnsServers: string[] }): DnsResolver {
+export function resolverFor(config: { dnsServers: string[]; dnsTimeoutMs: number; dnsNegativeTtl: number }): DnsResolver {
   let r = resolvers.get(config);
   if (!r) {
-    r = new DnsResolver({ servers: config.dnsServers, timeoutMs: Number(process.env.DNS_TIMEOUT_MS ?? 2000) });
+    r = new DnsResolver({ servers: config.dnsServers, timeoutMs: config.dnsTimeoutMs, negativeTtl: config.dnsNegativeTtl });
     resolvers.set(config, r);
   }
   return r;

@@ -23,7 +23,7 @@ const present = (r: Row) => ({ ...r, inquiry_type: r.inquiry_type as InquiryType
 
 /** The request's User-Agent, when the request context carries it. */
 function userAgentOf(ctx: Ctx): string | null {
-  const ua = (ctx as Ctx & { userAgent?: unknown }).userAgent;
+  const ua = ctx.userAgent;
   return typeof ua === 'string' && ua.length > 0 ? ua.slice(0, 512) : null;
 }
 

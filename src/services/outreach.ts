@@ -133,7 +133,7 @@ const CHECK_SEVERITY: Record<keyof DomainChecks, AlertSeverity> = { mx: 'critica
 async function assess(deps: Deps, org: string, domain: string, selector: string): Promise<Assessment> {
   const since = new Date(Date.now() - RATE_WINDOW_DAYS * DAY_MS).toISOString();
   const [outcomes, counts] = await Promise.all([
-    runDomainChecks(resolverFor(deps.config), domain, selector, Date.now() + CHECK_BUDGET_MS),
+    runDomainChecks(resolverFor(deps.config).fresh(), domain, selector, Date.now() + CHECK_BUDGET_MS),
     countEvents(deps.db.kysely, org, since, domain),
   ]);
   const checks: DomainChecks = { mx: outcomes.mx.result, spf: outcomes.spf.result, dkim: outcomes.dkim.result, dmarc: outcomes.dmarc.result };

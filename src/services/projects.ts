@@ -16,7 +16,7 @@ export function listProjects(ctx: Ctx, input: PageInput & { status?: string; sea
   let query = ctx.deps.db.kysely.selectFrom('projects').select(COLUMNS).where('organization_id', '=', org);
   if (input.status) query = query.where('status', '=', input.status);
   if (input.search) query = query.where(containsText('name', input.search));
-  return paginate(ctx, { query, table: 'projects', scope: org, input }, present);
+  return paginate(ctx, { query, table: 'projects', scope: org, input, countKey: `${input.status ?? ''}|${input.search ?? ''}` }, present);
 }
 
 export async function getProject(ctx: Ctx, id: string) {

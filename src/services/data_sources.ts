@@ -12,15 +12,7 @@ import { defineJob, enqueue, PermanentJobError, type JobContext } from '../engin
 import { newId, nowIso } from '../ids.js';
 import { assertOutboundUrl, fetchOutbound } from '../integrations/outbound.js';
 import { paginate, type PageInput } from '../pagination.js';
-
-// TEMPORARY until src/services/contacts.ts lands: loaded lazily so that the app still loads
-// without it. Replace with `import { upsertContacts } from './contacts.js';`.
-type UpsertResult = { created: number; updated: number; results: { index: number; id?: string; error?: string }[] };
-const CONTACTS_MODULE = './contacts.js';
-async function upsertContacts(deps: Deps, organizationId: string, rows: ImportedContact[]): Promise<UpsertResult> {
-  const m = (await import(CONTACTS_MODULE)) as { upsertContacts: (d: Deps, o: string, r: ImportedContact[]) => Promise<UpsertResult> };
-  return m.upsertContacts(deps, organizationId, rows);
-}
+import { upsertContacts } from './contacts.js';
 
 // ---------------------------------------------------------------------------------------------
 // Data sources (DripPulse): a CSV file uploaded once or read from a URL at each run, and how its
@@ -254,8 +246,8 @@ function mapRecord(values: string[], plan: Plan): Mapped {
     }
   }
   if (!any) return { kind: 'skip' };
+  // A malformed address is the contacts service's to judge (it keeps it, flagged invalid_email).
   if (!contact.email) return { kind: 'error', message: 'No e-mail address: contacts are matched by e-mail' };
-  if (contact.email.length > 254 || !EMAIL.test(contact.email)) return { kind: 'error', message: `Not an e-mail address: ${JSON.stringify(contact.email.slice(0, 100))}` };
   return { kind: 'contact', contact };
 }
 
@@ -472,33 +464,68 @@ async function openSource(deps: Deps, organizationId: string, src: { id: string;
   return { body, bytesTotal: src.file_size === null ? null : Number(src.file_size), field: 'file' };
 }
 
+const HEAD_BYTES = 8192;
+
+/** A source's bytes: the head (judged to be text before anything is parsed), then the rest. */
+interface Chunks {
+  /** At least 8 KB, or the whole source when smaller; empty for an empty source. */
+  head: Buffer;
+  /** The head, then the remaining chunks. */
+  all(): AsyncGenerator<Buffer>;
+  /** Stops reading (idempotent). */
+  close(): Promise<void>;
+}
+
 /**
- * The chunks of a source, counted; the first bytes are checked to be text. Stops at `maxBytes`
- * (for previews, quietly) or fails past the upload limit (imports from a URL).
+ * Reads a source in counted chunks. The head is checked (`check` throws for what is not CSV)
+ * before any of it is handed on. Past `limit.bytes` the source is cut (previews, quietly) or the
+ * read fails (imports).
  */
-async function* counted(opened: Opened, onBytes: (n: number) => void, check: (head: Buffer) => void, limit: { bytes: number; quiet: boolean }): AsyncGenerator<Buffer> {
+async function readChunks(opened: Opened, check: (head: Buffer) => void, limit: { bytes: number; quiet: boolean }, onBytes: (n: number) => void = () => undefined): Promise<Chunks> {
   let n = 0;
-  let head: Buffer | null = Buffer.alloc(0);
-  try {
-    for await (const raw of opened.body) {
-      const chunk = raw as Buffer;
-      if (head) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length >= 8192) { check(head); head = null; }
-      }
-      n += chunk.length;
-      onBytes(n);
-      if (n > limit.bytes) {
-        if (!limit.quiet) throw new CsvFatalError(`The file is larger than the limit of ${limit.bytes} bytes`);
-        if (head) check(head);
+  async function* counted(): AsyncGenerator<Buffer> {
+    try {
+      for await (const raw of opened.body) {
+        const chunk = raw as Buffer;
+        n += chunk.length;
+        onBytes(n);
+        if (n > limit.bytes && !limit.quiet) throw new CsvFatalError(`The file is larger than the limit of ${limit.bytes} bytes`);
         yield chunk;
-        return;
+        if (n > limit.bytes) return;
       }
-      yield chunk;
+    } finally {
+      opened.body.destroy();
     }
-    if (head) check(head);
-  } finally {
-    opened.body.destroy();
+  }
+  const it = counted();
+  const first: Buffer[] = [];
+  let size = 0;
+  let ended = false;
+  try {
+    while (size < HEAD_BYTES) {
+      const r = await it.next();
+      if (r.done) { ended = true; break; }
+      first.push(r.value);
+      size += r.value.length;
+    }
+    const head = Buffer.concat(first);
+    if (head.length) check(head);
+    return {
+      head,
+      async *all() {
+        if (head.length) yield head;
+        if (ended) return;
+        for (;;) {
+          const r = await it.next();
+          if (r.done) return;
+          yield r.value;
+        }
+      },
+      close: async () => { await it.return(undefined); },
+    };
+  } catch (err) {
+    await it.return(undefined);
+    throw err;
   }
 }
 
@@ -672,31 +699,16 @@ export async function previewDataSource(ctx: Ctx, id: string, input: PreviewInpu
   const opened = await openSource(ctx.deps, org, src, { forPreview: true });
   const check = (head: Buffer) => { const why = notCsvReason(head); if (why) throw badRequest({ [opened.field]: why }, 'Not a CSV file'); };
 
-  // The head decides the delimiter, so read it first (and refuse non-CSV before parsing).
-  const it = counted(opened, () => undefined, check, { bytes: PREVIEW_MAX_BYTES, quiet: true })[Symbol.asyncIterator]();
-  const first: Buffer[] = [];
-  let size = 0;
-  let done = false;
-  while (size < 8192) {
-    const n = await it.next();
-    if (n.done) { done = true; break; }
-    first.push(n.value);
-    size += n.value.length;
-  }
-  const head = Buffer.concat(first);
-  if (!head.length) { await it.return?.(undefined); throw badRequest({ [opened.field]: 'The file is empty' }, 'Not a CSV file'); }
-  check(head);
+  // The head decides the delimiter; it is judged to be text before anything is parsed.
+  const chunks = await readChunks(opened, check, { bytes: PREVIEW_MAX_BYTES, quiet: true });
+  const head = chunks.head;
+  if (!head.length) { await chunks.close(); throw badRequest({ [opened.field]: 'The file is empty' }, 'Not a CSV file'); }
   const delimiter = input.delimiter ?? stored.delimiter ?? detectDelimiter(head);
-  async function* all(): AsyncGenerator<Buffer> {
-    yield head;
-    if (done) return;
-    for (;;) { const n = await it.next(); if (n.done) return; yield n.value; }
-  }
 
   let header: string[] | null = null;
   const rows: { row_number: number; values: string[] }[] = [];
   const errors: { row_number: number; message: string; raw: string }[] = [];
-  const events = csvEvents(all(), delimiter);
+  const events = csvEvents(chunks.all(), delimiter);
   try {
     outer: for await (const batch of events) {
       for (const e of batch) {
@@ -716,7 +728,7 @@ export async function previewDataSource(ctx: Ctx, id: string, input: PreviewInpu
     throw err;
   } finally {
     await events.return(undefined);
-    await it.return?.(undefined);
+    await chunks.close();
   }
   const columns = columnsFrom(header, header ? header.length : (rows[0]?.values.length ?? 0));
   const proposed = proposeMapping(columns, hasHeader, rows.map((r) => r.values));
@@ -815,20 +827,11 @@ export interface RunInput { data_source_id: string; field_mapping?: FieldMapping
 /** Reads the header of an uploaded file (first record), or null when the file has none. */
 async function headerOf(ctx: Ctx, src: SourceRow, options: SourceOptions): Promise<{ columns: string[]; sample: string[][]; delimiter: string }> {
   const opened = await openSource(ctx.deps, ctx.actor!.organizationId, src, { forPreview: true });
-  const chunks = counted(opened, () => undefined, () => undefined, { bytes: PREVIEW_MAX_BYTES, quiet: true });
-  let delimiter = options.delimiter;
+  const chunks = await readChunks(opened, () => undefined, { bytes: PREVIEW_MAX_BYTES, quiet: true });
+  const delimiter = options.delimiter ?? detectDelimiter(chunks.head);
   let header: string[] | null = null;
   const sample: string[][] = [];
-  // The delimiter, when not set, is detected from the first chunk.
-  const it = chunks[Symbol.asyncIterator]();
-  const firstChunk = await it.next();
-  const head = firstChunk.done ? Buffer.alloc(0) : firstChunk.value;
-  delimiter ??= detectDelimiter(head);
-  async function* rest(): AsyncGenerator<Buffer> {
-    if (head.length) yield head;
-    for (;;) { const n = await it.next(); if (n.done) return; yield n.value; }
-  }
-  const events = csvEvents(rest(), delimiter);
+  const events = csvEvents(chunks.all(), delimiter);
   try {
     outer: for await (const batch of events) {
       for (const e of batch) {
@@ -842,7 +845,7 @@ async function headerOf(ctx: Ctx, src: SourceRow, options: SourceOptions): Promi
     // The run reports parse problems; here only the columns matter.
   } finally {
     await events.return(undefined);
-    await it.return?.(undefined);
+    await chunks.close();
   }
   const width = header ? header.length : (sample[0]?.length ?? 0);
   return { columns: columnsFrom(header, width), sample, delimiter };
@@ -998,21 +1001,21 @@ async function importRows(deps: Deps, spec: ImportSpec, c: Counters): Promise<vo
     await db.updateTable('data_source_runs').set({ bytes_total: opened.bytesTotal }).where('id', '=', spec.runId).execute();
   }
   const check = (head: Buffer) => { const why = notCsvReason(head); if (why) throw new CsvFatalError(why); };
-  const chunks = counted(opened, (n) => { c.bytes = n; }, check, { bytes: deps.config.uploadLimitBytes, quiet: false });
-  // The delimiter, when not given, is detected from the first chunk.
-  const it = chunks[Symbol.asyncIterator]();
-  const first = await it.next();
-  const head = first.done ? Buffer.alloc(0) : first.value;
-  if (!head.length) throw new CsvFatalError('The file is empty');
-  const delimiter = spec.options.delimiter ?? detectDelimiter(head);
-  async function* all(): AsyncGenerator<Buffer> {
-    yield head;
-    for (;;) {
-      if (spec.signal.aborted) throw spec.signal.reason ?? new Error('aborted');
-      const n = await it.next();
-      if (n.done) return;
-      yield n.value;
-    }
+  const chunks = await readChunks(opened, check, { bytes: deps.config.uploadLimitBytes, quiet: false }, (n) => { c.bytes = n; });
+  try {
+    await importChunks(deps, spec, c, chunks);
+  } finally {
+    await chunks.close();
+  }
+}
+
+async function importChunks(deps: Deps, spec: ImportSpec, c: Counters, chunks: Chunks): Promise<void> {
+  const db = deps.db.kysely;
+  if (!chunks.head.length) throw new CsvFatalError('The file is empty');
+  // The delimiter, when not given, is detected from the head; the run shows the one used.
+  const delimiter = spec.options.delimiter ?? detectDelimiter(chunks.head);
+  if (delimiter !== spec.options.delimiter) {
+    await db.updateTable('data_source_runs').set({ options: JSON.stringify({ ...spec.options, delimiter }) }).where('id', '=', spec.runId).execute();
   }
 
   let header: string[] | null = null;
@@ -1025,12 +1028,13 @@ async function importRows(deps: Deps, spec: ImportSpec, c: Counters): Promise<vo
     c.errors++;
     if (c.errors <= MAX_STORED_ERRORS) newErrors.push({ row_number: e.row_number, message: truncate(e.message, 1000), raw: e.raw });
   };
-  const resolvePlan = (columns: string[], sample: string[][]) => {
+  const resolvePlan = async (columns: string[], sample: string[][]) => {
     const mapping = Object.keys(spec.mapping).length ? spec.mapping : proposeMapping(columns, spec.options.has_header, sample);
     if (!Object.keys(mapping).length) throw new CsvFatalError('No column could be matched to a contact field: give a field_mapping');
     if (!Object.values(mapping).includes('email')) throw new CsvFatalError('No column maps to email: contacts are matched by e-mail');
     const r = planFor(columns, mapping);
     if (r.missing.length) throw new CsvFatalError(`The field mapping names columns the file does not have: ${r.missing.map((m) => JSON.stringify(m)).join(', ')} (columns: ${truncate(columns.join(', '), 300)})`);
+    if (mapping !== spec.mapping) await db.updateTable('data_source_runs').set({ field_mapping: JSON.stringify(mapping) }).where('id', '=', spec.runId).execute();
     return r.plan;
   };
   const flush = async () => {
@@ -1077,7 +1081,8 @@ async function importRows(deps: Deps, spec: ImportSpec, c: Counters): Promise<vo
     if (batch.length >= BATCH_SIZE || sinceFlush >= BATCH_SIZE) await flush();
   };
 
-  for await (const events of csvEvents(all(), delimiter)) {
+  for await (const events of csvEvents(chunks.all(), delimiter)) {
+    if (spec.signal.aborted) throw spec.signal.reason ?? new Error('aborted');
     for (const e of events) {
       if (e.kind === 'error') {
         if (spec.options.has_header && !header) throw new CsvFatalError(`The header row cannot be parsed: ${e.message}`);
@@ -1089,13 +1094,13 @@ async function importRows(deps: Deps, spec: ImportSpec, c: Counters): Promise<vo
       if (!plan) {
         if (spec.options.has_header) {
           header = e.values;
-          plan = resolvePlan(columnsFrom(header, header.length), []);
+          plan = await resolvePlan(columnsFrom(header, header.length), []);
           continue;
         }
         // No header: the columns are those of the first row, the sample its first rows.
         pendingHeaderless.push({ row: e.row, values: e.values });
         if (pendingHeaderless.length < 20) continue;
-        plan = resolvePlan(columnsFrom(null, pendingHeaderless[0].values.length), pendingHeaderless.map((p) => p.values));
+        plan = await resolvePlan(columnsFrom(null, pendingHeaderless[0].values.length), pendingHeaderless.map((p) => p.values));
         for (const p of pendingHeaderless.splice(0)) await handle(p.row, p.values);
         continue;
       }
@@ -1104,7 +1109,7 @@ async function importRows(deps: Deps, spec: ImportSpec, c: Counters): Promise<vo
     if (sinceFlush >= BATCH_SIZE) await flush();
   }
   if (!plan && pendingHeaderless.length) {
-    plan = resolvePlan(columnsFrom(null, pendingHeaderless[0].values.length), pendingHeaderless.map((p) => p.values));
+    plan = await resolvePlan(columnsFrom(null, pendingHeaderless[0].values.length), pendingHeaderless.map((p) => p.values));
     for (const p of pendingHeaderless.splice(0)) await handle(p.row, p.values);
   }
   if (!plan && spec.options.has_header && !header) throw new CsvFatalError('The file has no header row');

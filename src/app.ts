@@ -134,10 +134,18 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     return payload;
   });
 
+  // Label-bound metric children, one per method/route(/status), instead of hashing labels per request.
+  const seriesCache = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
   fastify.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
-    requests.inc({ method: req.method, route, status: String(reply.statusCode) });
-    latency.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+    const key = `${req.method} ${route} ${reply.statusCode}`;
+    let series = seriesCache.get(key);
+    if (!series) {
+      series = { count: requests.labels(req.method, route, String(reply.statusCode)), time: latency.labels(req.method, route) };
+      if (seriesCache.size < 5000) seriesCache.set(key, series);
+    }
+    series.count.inc();
+    series.time.observe(reply.elapsedTime / 1000);
     if (logRequests) log.info({ reqId: req.id, method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
   });
 

@@ -11,6 +11,12 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface Db {
   kysely: Kysely<Database>;
   dialect: Dialect;
+  /**
+   * SQLite only: runs a compiled read synchronously on the cached statement when no transaction
+   * is open on the connection (what Kysely's driver would do, minus its async hops); null when a
+   * transaction is open, so the caller goes through Kysely, which waits for it.
+   */
+  readNow?: (sql: string, parameters: readonly unknown[]) => unknown[] | null;
   /** PostgreSQL only: the schema this handle works in, when not the default. */
   schema?: string;
   close(): Promise<void>;
@@ -26,15 +32,21 @@ pg.types.setTypeParser(1700, (v) => Number(v));
  */
 function withStatementCache(db: BetterSqlite3.Database, max = 500) {
   const cache = new Map<string, BetterSqlite3.Statement>();
+  const prepare = (text: string) => {
+    let stmt = cache.get(text);
+    if (stmt) return stmt;
+    stmt = db.prepare(text);
+    if (cache.size >= max) cache.delete(cache.keys().next().value as string);
+    cache.set(text, stmt);
+    return stmt;
+  };
   return {
     close: () => db.close(),
-    prepare(text: string) {
-      let stmt = cache.get(text);
-      if (stmt) return stmt;
-      stmt = db.prepare(text);
-      if (cache.size >= max) cache.delete(cache.keys().next().value as string);
-      cache.set(text, stmt);
-      return stmt;
+    prepare,
+    readNow(text: string, parameters: readonly unknown[]): unknown[] | null {
+      if (db.inTransaction) return null;
+      const stmt = prepare(text);
+      return stmt.reader ? stmt.all(parameters as unknown[]) : null;
     },
   };
 }
@@ -68,8 +80,9 @@ export async function openDatabase(opts: OpenOptions): Promise<Db> {
   raw.pragma('synchronous = NORMAL');
   raw.pragma('foreign_keys = ON');
   raw.pragma('busy_timeout = 5000');
-  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(raw) }) });
-  return { kysely, dialect: 'sqlite', close: () => kysely.destroy() };
+  const cached = withStatementCache(raw);
+  const kysely = new Kysely<Database>({ dialect: new SqliteDialect({ database: cached }) });
+  return { kysely, dialect: 'sqlite', readNow: cached.readNow, close: () => kysely.destroy() };
 }
 
 const provider: MigrationProvider = { getMigrations: async () => migrations };
@@ -112,8 +125,15 @@ export function prepared<R>(build: (k: Kysely<Database>) => { compile(): Compile
       if (q.parameters.length !== parameters.length) throw new Error(`prepared query takes ${q.parameters.length} parameters, got ${parameters.length}`);
       cache.set(db.kysely, q);
     }
-    return (await db.kysely.executeQuery<R>({ ...q, parameters })).rows;
+    return runRead(db, { ...q, parameters });
   };
+}
+
+/** Runs a compiled read: synchronously on SQLite when no transaction is open, else through Kysely. */
+export async function runRead<R>(db: Db, q: CompiledQuery<R>): Promise<R[]> {
+  const rows = db.readNow?.(q.sql, q.parameters);
+  if (rows) return rows as R[];
+  return (await db.kysely.executeQuery<R>(q)).rows;
 }
 
 /**

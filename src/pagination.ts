@@ -1,6 +1,7 @@
 import { sql, type SelectQueryBuilder } from 'kysely';
 import { z } from 'zod';
 import type { Ctx } from './context.js';
+import { runRead } from './db.js';
 import { badRequest } from './errors.js';
 
 export const MAX_PAGE_SIZE = 100;
@@ -139,7 +140,7 @@ export async function paginate<R extends { id: string }, T>(ctx: Ctx, opts: Pagi
     q = q.orderBy(sql.ref(idCol), dir).limit(size + 1).offset((page - 1) * size);
   }
 
-  let rows = await q.execute();
+  let rows = await runRead(ctx.deps.db, q.compile());
   const more = rows.length > size;
   if (more) rows = rows.slice(0, size);
   if (cursor?.d === 'p') rows.reverse();
@@ -170,7 +171,7 @@ async function countOf<R>(ctx: Ctx, opts: PaginateOptions<R>): Promise<number> {
   }
   const hit = ctx.deps.counts.get(key);
   if (hit !== undefined) return hit;
-  const row = (await cq().executeTakeFirst()) as { n: number | string } | undefined;
+  const [row] = (await runRead(ctx.deps.db, cq().compile())) as { n: number | string }[];
   const n = Number(row?.n ?? 0);
   ctx.deps.counts.set(key, n);
   return n;

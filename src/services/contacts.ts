@@ -383,17 +383,34 @@ export async function getContact(ctx: Ctx, id: string): Promise<Contact> {
   return present(await rowById(ctx.deps.db.kysely, ctx.actor!.organizationId, id));
 }
 
-export async function createContact(ctx: Ctx, input: ContactInput): Promise<Contact> {
-  const org = ctx.actor!.organizationId;
+export function createContact(ctx: Ctx, input: ContactInput): Promise<Contact> {
+  return createContactIn(ctx.deps, ctx.actor!.organizationId, input);
+}
+
+export function updateContact(ctx: Ctx, id: string, input: ContactInput): Promise<Contact> {
+  return updateContactIn(ctx.deps, ctx.actor!.organizationId, id, input);
+}
+
+export function deleteContact(ctx: Ctx, id: string): Promise<{ id: string; deleted: true }> {
+  return deleteContactIn(ctx.deps, ctx.actor!.organizationId, id);
+}
+
+const needsNameOrEmail = () => badRequest({ name: 'A contact needs a name or an e-mail', email: 'A contact needs a name or an e-mail' });
+
+/**
+ * The writes of one contact for any caller (jobs and webhooks too: bounces, unsubscribes, lead
+ * scores), so that derived fields, flags and counts stay right. 400 / 404 / 409 as AppErrors.
+ */
+export async function createContactIn(deps: Deps, org: string, input: ContactInput): Promise<Contact> {
   const changes = columnsOf(input);
-  if (!changes.name && !changes.email) throw badRequest({ name: 'A contact needs a name or an e-mail', email: 'A contact needs a name or an e-mail' });
-  const db = ctx.deps.db.kysely;
+  if (!changes.name && !changes.email) throw needsNameOrEmail();
+  const db = deps.db.kysely;
   if (await emailTaken(db, org, changes.email)) throw duplicateEmail();
-  const analysis = changes.email ? await analyse(ctx.deps, changes.email, WRITE_DNS_BUDGET_MS) : null;
+  const analysis = changes.email ? await analyse(deps, changes.email, WRITE_DNS_BUDGET_MS) : null;
   let row: Row;
   try {
     row = await db.transaction().execute(async (trx) => {
-      await lockContacts(ctx.deps, trx, org);
+      await lockContacts(deps, trx, org);
       if (await emailTaken(trx, org, changes.email)) throw duplicateEmail();
       const delta = new FacetDelta();
       const r = await saveContact(trx, org, null, changes, analysis, delta);
@@ -404,25 +421,24 @@ export async function createContact(ctx: Ctx, input: ContactInput): Promise<Cont
     if (isUniqueViolation(err)) throw duplicateEmail();
     throw err;
   }
-  ctx.deps.counts.invalidate(org, 'contacts');
+  deps.counts.invalidate(org, 'contacts');
   return present(row);
 }
 
-export async function updateContact(ctx: Ctx, id: string, input: ContactInput): Promise<Contact> {
-  const org = ctx.actor!.organizationId;
-  const db = ctx.deps.db.kysely;
+/** Applies the fields present in `input` (null clears). */
+export async function updateContactIn(deps: Deps, org: string, id: string, input: ContactInput): Promise<Contact> {
+  const db = deps.db.kysely;
   const current = await rowById(db, org, id);
   const changes = columnsOf(input);
-  const name = 'name' in changes ? changes.name : current.name;
   const email = 'email' in changes ? changes.email : current.email;
-  if (!name && !email) throw badRequest({ name: 'A contact needs a name or an e-mail', email: 'A contact needs a name or an e-mail' });
   if ('email' in changes && await emailTaken(db, org, email, id)) throw duplicateEmail();
-  const analysis = needsAnalysis(current, email ?? null) ? await analyse(ctx.deps, email!, WRITE_DNS_BUDGET_MS) : null;
+  const analysis = needsAnalysis(current, email ?? null) ? await analyse(deps, email!, WRITE_DNS_BUDGET_MS) : null;
   let row: Row;
   try {
     row = await db.transaction().execute(async (trx) => {
-      await lockContacts(ctx.deps, trx, org);
+      await lockContacts(deps, trx, org);
       const before = await rowById(trx, org, id);
+      if (!('name' in changes ? changes.name : before.name) && !('email' in changes ? changes.email : before.email)) throw needsNameOrEmail();
       if ('email' in changes && await emailTaken(trx, org, email, id)) throw duplicateEmail();
       const delta = new FacetDelta();
       const r = await saveContact(trx, org, before, changes, analysis, delta);
@@ -436,17 +452,16 @@ export async function updateContact(ctx: Ctx, id: string, input: ContactInput): 
   return present(row);
 }
 
-export async function deleteContact(ctx: Ctx, id: string): Promise<{ id: string; deleted: true }> {
-  const org = ctx.actor!.organizationId;
-  const db = ctx.deps.db.kysely;
+export async function deleteContactIn(deps: Deps, org: string, id: string): Promise<{ id: string; deleted: true }> {
+  const db = deps.db.kysely;
   await db.transaction().execute(async (trx) => {
-    await lockContacts(ctx.deps, trx, org);
+    await lockContacts(deps, trx, org);
     const before = await rowById(trx, org, id);
     const delta = new FacetDelta();
     await removeContact(trx, org, before, delta);
     await delta.flush(trx, org);
   });
-  ctx.deps.counts.invalidate(org, 'contacts');
+  deps.counts.invalidate(org, 'contacts');
   return { id, deleted: true };
 }
 
@@ -535,24 +550,21 @@ async function facetCount(db: Kysely<Database>, org: string, facet: string, valu
   return Math.max(0, Number(r?.count ?? 0));
 }
 
-/**
- * Lists count with the maintained facet counts when the filters are one facet (or none): the
- * count the pagination helper would compute (and cache for a few seconds) is put in its cache
- * under the same key first, so it never counts rows for these lists.
- */
-async function primeCount(ctx: Ctx, org: string, query: ContactQuery, f: ContactFilters): Promise<void> {
-  const facet = facetOfFilters(f);
-  if (!facet) return;
-  const n = await facetCount(ctx.deps.db.kysely, org, facet[0], facet[1]);
-  const cq = query.clearSelect().clearOrderBy().select((eb) => eb.fn.countAll().as('n')).compile();
-  ctx.deps.counts.set(ctx.deps.counts.key(org, 'contacts', cq.sql, cq.parameters), n);
+/** The count-cache key of a filter set: the filters themselves, normalised. */
+function countKeyOf(f: ContactFilters): string {
+  return JSON.stringify([f.search?.trim() || null, f.city ?? null, f.esp ?? null, f.esg ?? null, f.email_validity ?? null, [...new Set(f.data_health_flags ?? [])].sort()]);
 }
 
 export async function listContacts(ctx: Ctx, input: PageInput & ContactFilters) {
   const org = ctx.actor!.organizationId;
-  const query = await filteredQuery(ctx.deps, org, input);
-  await primeCount(ctx, org, query, input);
-  return paginate(ctx, { query, table: 'contacts', scope: org, input, idColumn: 'contacts.id' }, present);
+  const deps = ctx.deps;
+  const query = await filteredQuery(deps, org, input);
+  const countKey = countKeyOf(input);
+  // No filter, or one: the maintained facet count is the list's count. It is put in the count
+  // cache under the key the pagination helper reads, so these lists never count rows.
+  const facet = facetOfFilters(input);
+  if (facet) deps.counts.set(deps.counts.key(org, 'contacts', countKey, []), await facetCount(deps.db.kysely, org, facet[0], facet[1]));
+  return paginate(ctx, { query, table: 'contacts', scope: org, input, idColumn: 'contacts.id', countKey }, present);
 }
 
 /** The filtered contacts, newest first, read in keyset batches: memory stays flat whatever the count. */
@@ -566,6 +578,8 @@ export async function* iterateContacts(deps: Deps, org: string, f: ContactFilter
     for (const r of rows) yield present(r);
     if (rows.length < batch) return;
     last = rows[rows.length - 1].id;
+    // Between batches, let other requests run (SQLite answers synchronously).
+    await new Promise((r) => setImmediate(r));
   }
 }
 

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, runUntilIdle } from '../src/engine/queue.js';
-import { recheckContacts, RECHECK_JOB, upsertContacts } from '../src/services/contacts.js';
+import { recheckContacts, RECHECK_JOB, searchTuning, upsertContacts } from '../src/services/contacts.js';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
 import { startDnsServer, type TestDnsServer } from './dns-server.js';
 
@@ -108,6 +108,13 @@ describe('POST /api/agents/', () => {
       expect(res.body.details).toHaveProperty('email');
     }
     expect((await list(`?search=${email}`)).body.count).toBe(before);
+  });
+
+  it('concurrent creates of one e-mail: one 201, the others 409', async () => {
+    const email = `race${uniq()}@gw.test`;
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => post({ name: `Racer ${i}`, email: i % 2 ? email.toUpperCase() : email })));
+    expect(results.map((r) => r.status).sort()).toEqual([201, 409, 409, 409, 409, 409]);
+    expect((await list(`?search=${email}`)).body.count).toBe(1);
   });
 
   it('400 naming the fields: wrong types, limits, empty contacts, NUL characters; nothing written', async () => {
@@ -304,6 +311,21 @@ describe('GET /api/agents/ (list, filters, search, pagination)', () => {
     expect((await list(`?search=zzzz-${tag}`)).body.count).toBe(0);
     // Not a substring search: the middle of a name does not match.
     expect(idsOf(await list(`?search=${tag}`))).toEqual([]);
+  });
+
+  it('search gives the same answers by either plan (ids from the ranges, or an id-ordered scan)', async () => {
+    const queries = [`?search=berta%20${tag}`, `?search=BERTA.${tag}@`, `?search=b&city=Berlin-${tag}`, `?search=ghost.${tag}&data_health_flags=no_mx`, `?search=zzzz-${tag}`];
+    const byRanges = await Promise.all(queries.map(async (q) => ({ ids: idsOf(await list(q)), count: (await list(q)).body.count })));
+    const saved = searchTuning.probe;
+    searchTuning.probe = 1;
+    try {
+      for (const [i, q] of queries.entries()) {
+        const res = await list(q);
+        expect({ ids: idsOf(res), count: res.body.count }, q).toEqual(byRanges[i]);
+      }
+    } finally {
+      searchTuning.probe = saved;
+    }
   });
 
   it('400 naming bad filter values', async () => {

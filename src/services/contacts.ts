@@ -483,11 +483,12 @@ const upper = (term: string) => `${term}\u{10FFFF}`;
  * PostgreSQL's planner picks between a bitmap OR of the two ranges and an id-ordered scan from
  * its statistics. SQLite has no statistics by default and always prefers the id-ordered scan,
  * which is fast when many rows match and reads the whole organization when few do; so on SQLite
- * a bounded count of each range (at most SEARCH_PROBE index entries) decides: few matches → the
+ * a bounded count of each range (at most `searchTuning.probe` index entries) decides: few matches → the
  * ids come from the two ranges (`id IN (… UNION ALL …)`, read from the indexes alone), many →
  * the id-ordered scan stops after a page.
  */
-const SEARCH_PROBE = 20_000;
+/** The SQLite plan threshold (see above); a setting so that tests can take either path. */
+export const searchTuning = { probe: 20_000 };
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type ContactQuery = SelectQueryBuilder<Database, 'contacts', any>;
@@ -505,10 +506,10 @@ async function applySearch(deps: Deps, org: string, q: ContactQuery, search: str
   if (deps.db.dialect === 'sqlite') {
     let hits = 0;
     for (const [col, t] of ranges) {
-      const r = await db.selectFrom(range(col, t).limit(SEARCH_PROBE).as('p')).select((eb) => eb.fn.countAll().as('n')).executeTakeFirst();
+      const r = await db.selectFrom(range(col, t).limit(searchTuning.probe).as('p')).select((eb) => eb.fn.countAll().as('n')).executeTakeFirst();
       hits += Number(r?.n ?? 0);
     }
-    if (hits < SEARCH_PROBE) {
+    if (hits < searchTuning.probe) {
       const ids = ranges.length === 2 ? range(...ranges[0]).unionAll(range(...ranges[1])) : range(...ranges[0]);
       return q.where('contacts.id', 'in', ids);
     }

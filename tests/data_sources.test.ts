@@ -287,6 +287,9 @@ describe('data source runs', () => {
     });
     expect(run.started_at).toBeTruthy();
     expect(run.finished_at >= run.started_at).toBe(true);
+    const listed = await env.request('GET', '/api/agents/?search=ada@example', { token: env.viewer.token });
+    expect(listed.status, listed.text).toBe(200);
+    expect(listed.body.results.map((c: { email: string }) => c.email)).toEqual(['ada@example.com']);
     const ada = await contactByEmail(env, env.orgA, 'ada@example.com');
     expect(ada).toMatchObject({ name: 'Ada Lovelace', company: 'Analytical Engines', city: 'London', title: 'Mathematician' });
     expect(JSON.parse(ada!.tags)).toEqual(['vip', 'math']);

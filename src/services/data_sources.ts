@@ -311,7 +311,7 @@ export class CsvFatalError extends Error {}
 
 function describeParseError(err: Error & { code?: string }): string {
   switch (err.code) {
-    case 'CSV_MAX_RECORD_SIZE': return 'Unbalanced quote: the row runs on past 1 MB; this line was skipped';
+    case 'CSV_MAX_RECORD_SIZE': return 'The row runs on past 1 MB (an unbalanced quote?); this line was skipped';
     case 'CSV_QUOTE_NOT_CLOSED': return 'Unbalanced quote: a quoted value is never closed; this line was skipped';
     default: return `Malformed CSV (${err.code ?? err.message}); this line was skipped`;
   }
@@ -456,7 +456,7 @@ async function openSource(deps: Deps, organizationId: string, src: { id: string;
     return { body: res.body, bytesTotal: Number.isFinite(len) && len > 0 ? len : null, field: 'url' };
   }
   if (!src.uploaded_at) throw badRequest({ file: 'No file has been uploaded yet: POST one to /api/v1/data_sources/{id}/upload' }, 'No file');
-  const body = createReadStream(uploadPath(deps, organizationId, src.id), { highWaterMark: 256 * 1024 });
+  const body = createReadStream(uploadPath(deps, organizationId, src.id), { highWaterMark: 64 * 1024 });
   await new Promise<void>((res, rej) => {
     body.once('open', () => res());
     body.once('error', (err) => rej((err as { code?: string }).code === 'ENOENT' ? badRequest({ file: 'The uploaded file is missing: upload it again' }, 'No file') : err));

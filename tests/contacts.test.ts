@@ -502,6 +502,23 @@ describe('upsertContacts', () => {
     const updated = (await env.request('GET', `/api/agents/${res.results[3].id}/`, { token: env.owner.token })).body;
     expect(updated).toMatchObject({ name: 'Up Three', title: 'CTO', custom_fields: { crm_id: '42' } });
   });
+
+  it('one batch touching a contact twice around a duplicate keeps flags and counts right', async () => {
+    const u = uniq();
+    const flagCount = async () => (await env.request('GET', '/api/data-health-flags/', { token: env.owner.token })).body.results.find((r: any) => r.value === 'duplicate_email').count;
+    const before = await flagCount();
+    const res = await upsertContacts(env.app.deps, env.orgA, [
+      { name: 'Twin A', email: `twin.${u}@gw.test` },
+      { name: 'Twin B', email: `twin${u}+b@gw.test` },
+      { email: `twin.${u}@gw.test`, title: 'again' },
+    ]);
+    expect(res.results.map((r) => r.error)).toEqual([undefined, undefined, undefined]);
+    expect(res).toMatchObject({ created: 2, updated: 1 });
+    const a = (await env.request('GET', `/api/agents/${res.results[0].id}/`, { token: env.owner.token })).body;
+    expect(a).toMatchObject({ title: 'again', data_health_flags: ['duplicate_email'] });
+    expect(await flagCount()).toBe(before + 2);
+    expect((await list('?data_health_flags=duplicate_email&page_size=100')).body.count).toBe(before + 2);
+  });
 });
 
 describe('re-check', () => {

@@ -315,12 +315,14 @@ async function saveContact(trx: Kysely<Database>, org: string, before: Row | nul
     emailFlags = s.flags;
   }
 
-  // duplicate_email: the others sharing the new dedupe key.
+  // duplicate_email: the others sharing the new dedupe key. Two are enough to look at: in a
+  // group of two or more every member is already flagged (each write keeps that true), so only
+  // a lone member can need the flag; this keeps a write O(1) however large a group grows.
   const oldKey = before?.email_dedupe_key ?? null;
   const newKey = after.email_dedupe_key;
   const others = newKey
     ? await trx.selectFrom('contacts').select(['id', 'data_health_flags']).where('organization_id', '=', org)
-      .where('email_dedupe_key', '=', newKey).where('id', '!=', after.id).execute()
+      .where('email_dedupe_key', '=', newKey).where('id', '!=', after.id).limit(2).execute()
     : [];
 
   const flags: string[] = [...emailFlags];
@@ -727,11 +729,16 @@ async function upsertBatch(deps: Deps, org: string, items: { index: number; chan
     }
     const delta = new FacetDelta();
     const res: UpsertResult = { created: 0, updated: 0, results: [] };
+    const written = new Set<string>();
     for (const it of batch) {
       const key = normalizeEmail(it.changes.email!);
-      const before = current.get(key) ?? null;
+      // A contact written earlier in this batch is read again: a later row may have changed its
+      // flags (duplicate_email) since.
+      const before = written.has(key)
+        ? (await trx.selectFrom('contacts').selectAll().where('organization_id', '=', org).where('email_normalized', '=', key).executeTakeFirst()) ?? null
+        : current.get(key) ?? null;
       const row = await saveContact(trx, org, before, it.changes, analyses.get(key) ?? null, delta);
-      current.set(key, row);
+      written.add(key);
       if (before) res.updated++; else res.created++;
       res.results.push({ index: it.index, id: row.id });
     }

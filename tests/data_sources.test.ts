@@ -12,9 +12,15 @@ import { runUntilIdle } from '../src/engine/queue.js';
 import { uploadPath } from '../src/services/data_sources.js';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
 
+/** Closes an environment and removes the files its organizations uploaded. */
+async function closeEnv(e: TestEnv) {
+  for (const org of [e.orgA, e.orgB]) rmSync(join(e.app.deps.config.dataDir, 'imports', org), { recursive: true, force: true });
+  await e.close();
+}
+
 let env: TestEnv;
 beforeAll(async () => { env = await createTestEnv(); });
-afterAll(async () => { await env.close(); });
+afterAll(async () => { await closeEnv(env); });
 
 /** A multipart/form-data body with one file field. */
 function multipart(content: string | Buffer, filename = 'contacts.csv', field = 'file') {
@@ -200,7 +206,7 @@ describe('data sources: uploads', () => {
       expect(existsSync(uploadPath(small.app.deps, small.orgA, src.id))).toBe(false);
       expect((await small.request('GET', `/api/v1/data_sources/${src.id}`, { token: small.owner.token })).body.uploaded_at).toBeNull();
     } finally {
-      await small.close();
+      await closeEnv(small);
     }
   });
 });
@@ -519,7 +525,7 @@ describe('data sources from a URL', () => {
       expectError(patched, 400);
       expect(patched.body.details.url).toMatch(/private/);
     } finally {
-      await local.close();
+      await closeEnv(local);
     }
   });
 });

@@ -80,3 +80,20 @@ function statusOfCode(code: TRPC_ERROR_CODE_KEY): number {
   for (const [status, c] of Object.entries(CODE_BY_STATUS)) if (c === code) return Number(status);
   return 500;
 }
+
+/**
+ * Refuses NUL characters anywhere in an input (PostgreSQL cannot store them in text, and no field
+ * needs one): a 400 naming the field, instead of a database error.
+ */
+export function assertNoNul(value: unknown, path = ''): void {
+  if (typeof value === 'string') {
+    if (value.includes('\u0000')) throw badRequest({ [path || '_']: 'NUL characters are not allowed' });
+  } else if (Array.isArray(value)) {
+    value.forEach((v, i) => assertNoNul(v, path ? `${path}.${i}` : String(i)));
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) {
+      if (k.includes('\u0000')) throw badRequest({ [path || '_']: 'NUL characters are not allowed' });
+      assertNoNul(v, path ? `${path}.${k}` : k);
+    }
+  }
+}

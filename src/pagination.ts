@@ -102,6 +102,8 @@ export interface PaginateOptions<R> {
    * count cache without compiling the count query on every request. Default: the count query's SQL.
    */
   countKey?: string;
+  /** The count when the caller knows it better (maintained counters); then no count query runs. */
+  count?: () => Promise<number>;
 }
 
 /** The one pagination helper: DRF envelope, page numbers, keyset cursors for deep pages, cached count. */
@@ -113,7 +115,7 @@ export async function paginate<R extends { id: string }, T>(ctx: Ctx, opts: Pagi
   const sortKey = opts.sort?.key ?? ((r: R) => (opts.sort ? (r as Record<string, unknown>)[opts.sort.column.split('.').pop()!] : r.id));
   const sameCol = sortCol === idCol;
 
-  const countPromise = countOf(ctx, opts);
+  const countPromise = opts.count ? opts.count() : countOf(ctx, opts);
 
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let q: SelectQueryBuilder<any, any, R> = opts.query;

@@ -1,6 +1,6 @@
 import { initTRPC } from '@trpc/server';
 import type { Actor, Ctx } from './context.js';
-import { AppError, forbidden, toHttpError, unauthorized } from './errors.js';
+import { AppError, assertNoNul, forbidden, toHttpError, unauthorized } from './errors.js';
 import type { Permission } from './permissions.js';
 import { recordAudit } from './services/audit.js';
 
@@ -76,8 +76,9 @@ export async function auditMutation(ctx: Ctx, meta: Meta | undefined, path: stri
   await recordAudit(ctx, { action: path, resourceType: meta?.resource ?? path.split('.')[0], resourceId, ...(meta?.platformAdmin ? { organizationId: null } : {}) });
 }
 
-const authorize = t.middleware(({ ctx, meta, next }) => {
+const authorize = t.middleware(async ({ ctx, meta, next, getRawInput }) => {
   authorizeActor(ctx, meta);
+  assertNoNul(await getRawInput());
   return next();
 });
 

@@ -222,7 +222,7 @@ describe('GET|PATCH|DELETE /api/agents/{id}/', () => {
 
   it('unknown ids are 404 with the error body', async () => {
     expectError(await env.request('GET', '/api/agents/ctc_nope/', { token: env.owner.token }), 404);
-    expectError(await env.request('GET', '/api/agents/ctc%00x/', { token: env.owner.token }), 404);
+    expectError(await env.request('GET', '/api/agents/ctc%00x/', { token: env.owner.token }), 400);
   });
 });
 

@@ -433,3 +433,23 @@ describe('error bodies', () => {
     }
   });
 });
+
+describe('NUL characters', () => {
+  it('are a 400 naming the field, in a path id, a query and a body, over REST and /trpc', async () => {
+    const path = await env.request('GET', '/api/v1/projects/prj_a%00b', { token: env.owner.token });
+    expectError(path, 400);
+    expect(path.body.details).toHaveProperty('id');
+    const query = await env.request('GET', '/api/v1/projects?search=a%00b', { token: env.owner.token });
+    expectError(query, 400);
+    expect(query.body.details).toHaveProperty('search');
+    const body = await env.request('POST', '/api/v1/projects', { token: env.owner.token, body: { name: 'a\u0000b', settings: { 'k\u0000': 1 } } });
+    expectError(body, 400);
+    const nested = await env.request('POST', '/api/v1/projects', { token: env.owner.token, body: { name: 'ok', settings: { deep: ['x', 'y\u0000'] } } });
+    expectError(nested, 400);
+    expect(nested.body.details).toHaveProperty(['settings.deep.1']);
+    const trpc = await env.request('POST', '/trpc/projects.create', { token: env.owner.token, body: { name: 'a\u0000b' } });
+    expect(trpc.status).toBe(400);
+    const unauthenticated = await env.request('GET', '/api/v1/projects?search=a%00b');
+    expectError(unauthenticated, 401);
+  });
+});

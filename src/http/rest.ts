@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
 import type { AnyProcedure, AnyRouter } from '@trpc/server';
-import { badRequest } from '../errors.js';
+import { assertNoNul, badRequest } from '../errors.js';
 import type { z as zod } from 'zod';
 import { auditMutation, authorizeActor, baseMiddlewares, type Meta, type OpenApiMeta, type RateLimitClass } from '../trpc.js';
 import { claimIdempotencyKey, completeIdempotencyKey, releaseIdempotencyKey } from '../services/idempotency.js';
@@ -173,6 +173,7 @@ export function registerRestRoutes(
         try {
           if (resolver) {
             authorizeActor(ctx, r.meta);
+            assertNoNul(input);
             const parsed = inputSchema ? inputSchema.parse(input) : undefined;
             out = await resolver({ ctx, input: parsed, path: r.procedurePath, type, meta: r.meta, signal: undefined });
             if (type === 'mutation') await auditMutation(ctx, r.meta, r.procedurePath, parsed, out);

@@ -563,11 +563,10 @@ export async function listContacts(ctx: Ctx, input: PageInput & ContactFilters) 
   const deps = ctx.deps;
   const query = await filteredQuery(deps, org, input);
   const countKey = countKeyOf(input);
-  // No filter, or one: the maintained facet count is the list's count. It is put in the count
-  // cache under the key the pagination helper reads, so these lists never count rows.
+  // No filter, or one: the maintained facet count is the list's count, so these lists never count rows.
   const facet = facetOfFilters(input);
-  if (facet) deps.counts.set(deps.counts.key(org, 'contacts', countKey, []), await facetCount(deps.db.kysely, org, facet[0], facet[1]));
-  return paginate(ctx, { query, table: 'contacts', scope: org, input, idColumn: 'contacts.id', countKey }, present);
+  const count = facet ? () => facetCount(deps.db.kysely, org, facet[0], facet[1]) : undefined;
+  return paginate(ctx, { query, table: 'contacts', scope: org, input, idColumn: 'contacts.id', countKey, count }, present);
 }
 
 /** The filtered contacts, newest first, read in keyset batches: memory stays flat whatever the count. */

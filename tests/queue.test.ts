@@ -63,6 +63,18 @@ describe('job queue', () => {
     expect((await getJob(db(), b))?.status).toBe('dead');
   });
 
+  it('runUntilIdle can be limited to given jobs', async () => {
+    const ran: string[] = [];
+    defineJob('t.pick', async ({ job }) => { ran.push(job.id); });
+    const a = await enqueue(db(), { type: 't.pick' });
+    const b = await enqueue(db(), { type: 't.pick' });
+    expect(await runUntilIdle(env.app.deps, { types: ['t.pick'], ids: [b] })).toBe(1);
+    expect(ran).toEqual([b]);
+    expect((await getJob(db(), a))?.status).toBe('queued');
+    await runUntilIdle(env.app.deps, { types: ['t.pick'] });
+    expect(ran).toEqual([b, a]);
+  });
+
   it('runs higher priority first and waits for run_at', async () => {
     const order: string[] = [];
     defineJob('t.order', async ({ job }) => { order.push(job.payload.name as string); });

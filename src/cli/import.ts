@@ -12,6 +12,7 @@ import { newId } from '../ids.js';
 import { PERMISSION_NAMES } from '../permissions.js';
 import {
   IMPORT_JOB, createDataSource, getRun, saveUpload, startRun, validateMapping, type DataSourceRun, type FieldMapping,
+  runJobId,
 } from '../services/data_sources.js';
 
 /**
@@ -78,7 +79,8 @@ export async function importCommand(args: string[], fail: (message: string) => n
     });
     await saveUpload(ctx, source.id, { filename: basename(file), stream: createReadStream(file, { highWaterMark: 256 * 1024 }) });
     const started = await startRun(ctx, { data_source_id: source.id });
-    const run = await follow(ctx, started.id, size, () => runUntilIdle(app.deps, { types: [IMPORT_JOB] }));
+    const jobId = await runJobId(ctx, started.id);
+    const run = await follow(ctx, started.id, size, () => runUntilIdle(app.deps, { types: [IMPORT_JOB], ...(jobId ? { ids: [jobId] } : {}) }));
     report(run, file, org.name, source.id);
   } catch (err) {
     if (err instanceof AppError) {

@@ -81,11 +81,12 @@ export async function getJob(db: Kysely<Database>, id: string): Promise<ClaimedJ
 }
 
 /** Claims the next due job (or one whose lease expired), or returns null. */
-export async function claimJob(deps: Pick<Deps, 'db'>, workerId: string, leaseMs: number, types?: string[]): Promise<ClaimedJob | null> {
+export async function claimJob(deps: Pick<Deps, 'db'>, workerId: string, leaseMs: number, types?: string[], ids?: string[]): Promise<ClaimedJob | null> {
   const { kysely: db, dialect } = deps.db;
   const now = nowIso();
   const until = new Date(Date.now() + leaseMs).toISOString();
   const typeFilter = types?.length ? sql`and j.type in (${sql.join(types)})` : sql``;
+  const idFilter = ids?.length ? sql`and j.id in (${sql.join(ids)})` : sql``;
   const lock = dialect === 'postgres' ? sql`for update skip locked` : sql``;
   const result = await sql<JobsTable>`
     update jobs set status = 'running', locked_by = ${workerId}, locked_until = ${until}, attempts = attempts + 1, updated_at = ${now}
@@ -93,6 +94,7 @@ export async function claimJob(deps: Pick<Deps, 'db'>, workerId: string, leaseMs
       select j.id from jobs j
       where ((j.status = 'queued' and j.run_at <= ${now}) or (j.status = 'running' and j.locked_until < ${now}))
         ${typeFilter}
+        ${idFilter}
         and (j.concurrency_key is null or j.concurrency_limit is null or (
           select count(*) from jobs r where r.concurrency_key = j.concurrency_key and r.status = 'running' and r.locked_until >= ${now} and r.id <> j.id
         ) < j.concurrency_limit)
@@ -240,13 +242,13 @@ export class Worker {
  * Runs due jobs one at a time until none is due; returns how many ran. For tests and one-shot
  * commands: the same claim/run/record path as the Worker.
  */
-export async function runUntilIdle(deps: Deps, opts: { types?: string[]; max?: number; leaseMs?: number } = {}): Promise<number> {
+export async function runUntilIdle(deps: Deps, opts: { types?: string[]; ids?: string[]; max?: number; leaseMs?: number } = {}): Promise<number> {
   const workerId = `idle:${process.pid}:${newId('wrk').slice(4)}`;
   const signal = new AbortController().signal;
   let n = 0;
   for (;;) {
     if (opts.max !== undefined && n >= opts.max) return n;
-    const job = await claimJob(deps, workerId, opts.leaseMs ?? 30_000, opts.types);
+    const job = await claimJob(deps, workerId, opts.leaseMs ?? 30_000, opts.types, opts.ids);
     if (!job) return n;
     await runClaimed(deps, job, workerId, opts.leaseMs ?? 30_000, signal);
     n++;

@@ -856,6 +856,13 @@ async function headerOf(ctx: Ctx, src: SourceRow, options: SourceOptions): Promi
  * import per data source at a time). With an uploaded file, the mapping is checked against the
  * file's columns now; with a URL, when the run reads it.
  */
+/** The job that carries a run (for running it inline, as the CLI does). */
+export async function runJobId(ctx: Ctx, runId: string): Promise<string | null> {
+  const row = await ctx.deps.db.kysely.selectFrom('data_source_runs').select('job_id')
+    .where('id', '=', runId).where('organization_id', '=', ctx.actor!.organizationId).executeTakeFirst();
+  return row?.job_id ?? null;
+}
+
 export async function startRun(ctx: Ctx, input: RunInput) {
   const org = ctx.actor!.organizationId;
   const src = await sourceRow(ctx, input.data_source_id);

@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { brandingOutput } from '../../routers/branding.js';
 import type { Ctx, Deps } from '../context.js';
-import { AppError, badRequest, forbidden, notFound, unauthorized } from '../errors.js';
+import { authorizeActor } from '../trpc.js';
+import { AppError, badRequest, notFound } from '../errors.js';
 import { documentOperation } from '../openapi.js';
 import type { Permission } from '../permissions.js';
 import { LOGO_CONTENT_TYPES, LOGO_KINDS, MAX_LOGO_BYTES, logoFile, uploadLogo, type LogoKind } from '../services/branding.js';
@@ -47,11 +48,9 @@ documentOperation({
   },
 });
 
-/** The permission check of a procedure's meta, for a plain Fastify route. */
+/** The one authorization check (src/trpc.ts), as a procedure with this permission would run it. */
 function authorize(ctx: Ctx, permission: Permission): void {
-  if (ctx.authError) throw ctx.authError;
-  if (!ctx.actor) throw unauthorized();
-  if (!ctx.actor.permissions.has(permission)) throw forbidden(`Your role lacks the "${permission}" permission`);
+  authorizeActor(ctx, { permission });
 }
 
 /** The content of the request's file part; malformed multipart bodies are 400, not faults. */

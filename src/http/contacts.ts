@@ -4,7 +4,8 @@ import { stringify } from 'csv-stringify';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Deps } from '../context.js';
-import { badRequest, forbidden, unauthorized, zodDetails } from '../errors.js';
+import { authorizeActor } from '../trpc.js';
+import { badRequest, zodDetails } from '../errors.js';
 import { documentOperation } from '../openapi.js';
 import { recordAudit } from '../services/audit.js';
 import { contactFilters, iterateContacts, type Contact } from '../services/contacts.js';
@@ -104,12 +105,10 @@ async function writeXlsx(rows: AsyncIterable<Contact>, out: PassThrough): Promis
   await workbook.commit();
 }
 
+/** The one authorization check (src/trpc.ts), as the contacts list procedure runs it. */
 function authorize(request: FastifyRequest) {
   const ctx = request.ctx;
-  if (ctx.authError) throw ctx.authError;
-  const actor = ctx.actor;
-  if (!actor) throw unauthorized();
-  if (!actor.permissions.has('contacts:read')) throw forbidden('Your role lacks the "contacts:read" permission');
+  const actor = authorizeActor(ctx, { permission: 'contacts:read' })!;
   return { ctx, actor };
 }
 

@@ -1,7 +1,8 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { dataSourceOutput } from '../../routers/data_sources.js';
 import type { Ctx, Deps } from '../context.js';
-import { AppError, badRequest, forbidden, unauthorized } from '../errors.js';
+import { authorizeActor } from '../trpc.js';
+import { AppError, badRequest } from '../errors.js';
 import { documentOperation } from '../openapi.js';
 import type { Permission } from '../permissions.js';
 import { recordAudit } from '../services/audit.js';
@@ -26,11 +27,9 @@ documentOperation({
   errors: [404, 413, 415],
 });
 
-/** The permission check of a procedure's meta, for a plain Fastify route. */
+/** The one authorization check (src/trpc.ts), as a procedure with this permission would run it. */
 function authorize(ctx: Ctx, permission: Permission): void {
-  if (ctx.authError) throw ctx.authError;
-  if (!ctx.actor) throw unauthorized();
-  if (!ctx.actor.permissions.has(permission)) throw forbidden(`Your role lacks the "${permission}" permission`);
+  authorizeActor(ctx, { permission });
 }
 
 // eslint-disable-next-line @typescript-eslint/no-unused-vars

@@ -149,14 +149,14 @@ export function register(app: FastifyInstance, deps: Deps): void {
       reply.type('text/csv; charset=utf-8');
       // pipeline: when the client goes away, the stringifier and the row source are destroyed too.
       const csv = pipeline(Readable.from(csvRows(rows)), stringify({ header: true, columns: [...COLUMNS] }), (err) => {
-        if (err && err.code !== 'ERR_STREAM_PREMATURE_CLOSE') request.log.error({ err }, 'contacts export failed');
+        if (err && err.code !== 'ERR_STREAM_PREMATURE_CLOSE') deps.log.error({ err, reqId: request.id }, 'contacts export failed');
       });
       return reply.send(csv);
     }
     reply.type('application/vnd.openxmlformats-officedocument.spreadsheetml.sheet');
     const out = new PassThrough();
     writeXlsx(rows, out).catch((err) => {
-      request.log.error({ err }, 'contacts export failed');
+      deps.log.error({ err, reqId: request.id }, 'contacts export failed');
       out.destroy(err as Error);
     });
     return reply.send(out);

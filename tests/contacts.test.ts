@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { enqueue, runUntilIdle } from '../src/engine/queue.js';
-import { recheckContacts, RECHECK_JOB, searchTuning, upsertContacts } from '../src/services/contacts.js';
+import { flagTuning, recheckContacts, RECHECK_JOB, searchTuning, upsertContacts } from '../src/services/contacts.js';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
 import { startDnsServer, type TestDnsServer } from './dns-server.js';
 
@@ -311,6 +311,22 @@ describe('GET /api/agents/ (list, filters, search, pagination)', () => {
     expect((await list(`?search=zzzz-${tag}`)).body.count).toBe(0);
     // Not a substring search: the middle of a name does not match.
     expect(idsOf(await list(`?search=${tag}`))).toEqual([]);
+  });
+
+  it('the flag filter gives the same pages by either plan (flagged ids looked up, or contacts probed)', async () => {
+    const queries = [`?city=Rome-${tag}&data_health_flags=no_mx`, `?data_health_flags=no_mx,missing_name`, `?data_health_flags=role_account&page_size=1`, `?data_health_flags=bounced`];
+    const byIds = await Promise.all(queries.map(async (q) => { const r = await list(q); return { ids: idsOf(r), count: r.body.count, next: r.body.next }; }));
+    const saved = flagTuning.inListMax;
+    flagTuning.inListMax = -1;
+    try {
+      for (const [i, q] of queries.entries()) {
+        const r = await list(q);
+        expect({ ids: idsOf(r), count: r.body.count, next: r.body.next }, q).toEqual(byIds[i]);
+      }
+    } finally {
+      flagTuning.inListMax = saved;
+    }
+    expect(byIds[0].ids).toEqual([ids.nomx]);
   });
 
   it('search gives the same answers by either plan (ids from the ranges, or an id-ordered scan)', async () => {

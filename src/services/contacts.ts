@@ -519,6 +519,9 @@ async function applySearch(deps: Deps, org: string, q: ContactQuery, search: str
   return q.where((eb) => eb.or(ranges.map(([col, t]) => eb.and([eb(`contacts.${col}`, '>=', t), eb(`contacts.${col}`, '<', upper(t))]))));
 }
 
+/** Up to `inListMax` contacts with a flag, the flag filter looks them up by id (see filteredQuery). */
+export const flagTuning = { inListMax: 5000 };
+
 /** The organization's contacts matching the filters (no order, no limit). */
 export async function filteredQuery(deps: Deps, org: string, f: ContactFilters): Promise<ContactQuery> {
   const db = deps.db.kysely;
@@ -528,7 +531,14 @@ export async function filteredQuery(deps: Deps, org: string, f: ContactFilters):
   if (f.esg) q = q.where('contacts.esg', '=', f.esg);
   if (f.email_validity) q = q.where('contacts.email_validity', '=', f.email_validity);
   for (const flag of new Set(f.data_health_flags ?? [])) {
-    q = q.where('contacts.id', 'in', db.selectFrom('contact_flags').select('contact_id').where('organization_id', '=', org).where('flag', '=', flag));
+    // A rare flag: look its few contacts up by id. A common one: walk the contacts newest first
+    // and probe the flag's primary key for each (a page needs about 51 / share rows), instead of
+    // materializing every flagged id on every page. The maintained count tells which.
+    const n = await facetCount(db, org, 'data_health_flag', flag);
+    q = n <= flagTuning.inListMax
+      ? q.where('contacts.id', 'in', db.selectFrom('contact_flags').select('contact_id').where('organization_id', '=', org).where('flag', '=', flag))
+      : q.where((eb) => eb.exists(eb.selectFrom('contact_flags as cf').select(sql.lit(1).as('one'))
+        .where('cf.organization_id', '=', org).where('cf.flag', '=', flag).whereRef('cf.contact_id', '=', 'contacts.id')));
   }
   if (f.search?.trim()) q = await applySearch(deps, org, q, f.search.trim());
   return q;

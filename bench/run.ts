@@ -1,5 +1,6 @@
 /**
- * `npm run bench`: GET /api/v1/projects?page_size=50 with an organization API key, served by the
+ * The list benchmark (issue 2), the first of the two `npm run bench` runs (bench/contacts.ts is the
+ * second): GET /api/v1/projects?page_size=50 with an organization API key, served by the
  * real app (child process, bench/server.ts) versus raw Fastify + better-sqlite3 doing the same
  * work (child process, bench/raw.ts), on 100,000 seeded projects over 10 organizations.
  *
@@ -22,28 +23,18 @@
  *                      one piece of the app at a time) to price each piece
  *   BENCH_KEEP=1       keep the seeded database and profiles in bench/.tmp/
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { availableParallelism } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import autocannon from 'autocannon';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { seed, type Seeded } from './seed.js';
 import { profileReport, compareReports } from './profile-report.js';
+import {
+  CORES, TMP, fmt, killChildren, log, measure as measureOn, median, num, pad, pinLoadGenerator, pinningText, startServer as start,
+  stopServer, table, type LoadSpec, type Run, type Server, type ServerSpec,
+} from './lib.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const TMP = join(HERE, '.tmp');
 const DB_PATH = join(TMP, 'bench.db');
 const PATH = '/api/v1/projects?page_size=50';
 
-function num(name: string, dflt: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const n = Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${name} must be a positive number, got "${raw}"`);
-  return n;
-}
 const SECONDS = num('BENCH_SECONDS', 10);
 const WARMUP = num('BENCH_WARMUP', 3);
 const ROUNDS = Math.round(num('BENCH_ROUNDS', 3));
@@ -54,140 +45,13 @@ const PROFILE_ONLY = process.env.BENCH_PROFILE_ONLY === '1';
 const LADDER = process.env.BENCH_LADDER === '1';
 const KEEP = process.env.BENCH_KEEP === '1';
 
-// ---- child processes -------------------------------------------------------------------------
+const startServer = (spec: ServerSpec, opts: { profOut?: string } = {}) => start(spec, { dbPath: DB_PATH, ...opts });
 
-const children = new Set<ChildProcess>();
-function killChildren(): void {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null && c.pid) {
-      try { process.kill(c.pid, 'SIGKILL'); } catch { /* already gone */ }
-    }
-  }
-  children.clear();
-}
-process.on('exit', killChildren);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(sig, () => { killChildren(); process.exit(130); });
-}
-
-const CORES = availableParallelism();
-const pinning = (() => {
-  if (process.platform !== 'linux' || CORES < 2) return false;
-  return spawnSync('taskset', ['-V'], { stdio: 'ignore' }).status === 0;
-})();
-if (pinning) {
-  // This process (autocannon) on core 1, all its threads; servers go to core 0.
-  const r = spawnSync('taskset', ['-a', '-pc', '1', String(process.pid)], { stdio: 'ignore' });
-  if (r.status !== 0) process.stderr.write('warning: could not pin the load generator to core 1\n');
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-interface Server { name: string; url: string; child: ChildProcess; stderr: () => string; profOut?: string }
-
-interface ServerSpec { name: string; script: string; env: Record<string, string> }
-
-async function startServer(spec: ServerSpec, opts: { profOut?: string } = {}): Promise<Server> {
-  const port = await freePort();
-  const devnull = openSync('/dev/null', 'w');
-  const nodeArgs = ['--import', 'tsx', join(HERE, spec.script)];
-  const [cmd, args] = pinning ? ['taskset', ['-c', '0', process.execPath, ...nodeArgs]] : [process.execPath, nodeArgs];
-  const child = spawn(cmd, args, {
-    cwd: resolve(HERE, '..'),
-    env: {
-      ...process.env,
-      HOST: '127.0.0.1', PORT: String(port), DATABASE_URL: DB_PATH, DATA_DIR: join(TMP, 'data'),
-      JWT_SECRET: 'bench-jwt-secret-0123456789abcdef0123456789', SECRETS_KEY: Buffer.alloc(32, 7).toString('base64url'),
-      RATE_LIMIT_PER_HOUR: '1000000000', RATE_LIMIT_HEALTH_PER_HOUR: '1000000000', NODE_ENV: 'production',
-      ...spec.env,
-      ...(opts.profOut ? { BENCH_PROF_OUT: opts.profOut } : {}),
-    },
-    // Request logs go to /dev/null, as the brief for this bench says; stderr is kept for errors.
-    stdio: ['ignore', devnull, 'pipe'],
-  });
-  closeSync(devnull);
-  children.add(child);
-  let err = '';
-  child.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${spec.name} exited during start-up:\n${err}`);
-    try {
-      await fetch(url + '/');
-      break;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`${spec.name} did not start listening within 60 s:\n${err}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  return { name: spec.name, url, child, stderr: () => err, profOut: opts.profOut };
-}
-
-async function stopServer(s: Server): Promise<void> {
-  if (s.child.exitCode !== null || s.child.signalCode !== null) { children.delete(s.child); return; }
-  const exited = new Promise<void>((r) => s.child.once('exit', () => r()));
-  s.child.kill('SIGTERM');
-  const timer = setTimeout(() => s.child.kill('SIGKILL'), 10_000);
-  await exited;
-  clearTimeout(timer);
-  children.delete(s.child);
-}
-
-// ---- load ------------------------------------------------------------------------------------
-
-interface Run { rps: number; p50: number; p99: number; non2xx: number; errors: number; total: number; cpuUs: number }
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
-  const n = Number(r.stdout?.trim());
-  return Number.isFinite(n) && n > 0 ? n : 100;
-})();
-/** CPU seconds (user + system, all threads) a process has used so far, from /proc; NaN elsewhere. */
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return NaN;
-  }
-}
-
-function cannon(url: string, seconds: number, keys: string[]): Promise<autocannon.Result> {
-  return new Promise((res, rej) => {
-    autocannon({
-      url,
-      connections: CONNECTIONS,
-      duration: seconds,
-      // Each connection cycles through the organizations' keys.
-      requests: keys.map((k) => ({ method: 'GET' as const, path: PATH, headers: { authorization: `Bearer ${k}` } })),
-    }, (err, result) => (err ? rej(err) : res(result)));
-  });
-}
-
-async function measure(s: Server, keys: string[], seconds = SECONDS): Promise<Run> {
-  await cannon(s.url, WARMUP, keys);
-  if (s.profOut) s.child.kill('SIGUSR2');
-  const cpu0 = cpuSeconds(s.child.pid);
-  const r = await cannon(s.url, seconds, keys);
-  const cpu1 = cpuSeconds(s.child.pid);
-  if (s.profOut) s.child.kill('SIGUSR2');
-  const ok = r['2xx'];
-  return {
-    rps: ok / r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, total: r.requests.total,
-    cpuUs: ((cpu1 - cpu0) * 1e6) / Math.max(1, r.requests.total),
-  };
-}
+/** Each connection cycles through the organizations' keys. */
+const loadOf = (keys: string[]): LoadSpec => ({
+  connections: CONNECTIONS, requests: keys.map((k) => ({ path: PATH, headers: { authorization: `Bearer ${k}` } })),
+});
+const measure = (s: Server, keys: string[], seconds = SECONDS): Promise<Run> => measureOn(s, loadOf(keys), { seconds, warmup: WARMUP });
 
 // ---- sanity ----------------------------------------------------------------------------------
 
@@ -215,23 +79,6 @@ async function sanity(a: Server, b: Server, seeded: Seeded): Promise<string> {
     + `response bodies byte-identical (origin in links aside) for ${identical}/${seeded.orgs.length}`;
 }
 
-// ---- report ----------------------------------------------------------------------------------
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((p, q) => p - q);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-const fmt = (n: number, d = 0) => n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d });
-const pad = (s: string, n: number, right = false) => (right ? s.padStart(n) : s.padEnd(n));
-
-function table(rows: string[][], rightFrom = 1): string {
-  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => '| ' + r.map((c, i) => pad(c, widths[i], i >= rightFrom)).join(' | ') + ' |';
-  const sep = '|' + widths.map((w, i) => (i >= rightFrom ? '-'.repeat(w + 1) + ':' : '-'.repeat(w + 2))).join('|') + '|';
-  return [line(rows[0]), sep, ...rows.slice(1).map(line)].join('\n');
-}
-
 // ---- main ------------------------------------------------------------------------------------
 
 const APP_INFO: ServerSpec = { name: 'app (LOG_LEVEL=info)', script: 'server.ts', env: { LOG_LEVEL: 'info' } };
@@ -240,9 +87,9 @@ const RAW: ServerSpec = { name: 'raw fastify+better-sqlite3', script: 'raw.ts', 
 
 async function main(): Promise<void> {
   mkdirSync(TMP, { recursive: true });
-  const log = (s = '') => process.stdout.write(s + '\n');
+  pinLoadGenerator();
   log(`Agentry list benchmark: GET ${PATH}, API key auth, ${CONNECTIONS} connections`);
-  log(`node ${process.version}; ${CORES} cores; pinning: ${pinning ? 'servers on core 0, load generator on core 1 (taskset)' : 'none (taskset unavailable or < 2 cores)'}`);
+  log(`node ${process.version}; ${CORES} cores; pinning: ${pinningText()}`);
   log(`runs: ${WARMUP} s warm-up + ${SECONDS} s measured, ${ROUNDS} round(s), variants alternated`);
 
   const seeded = await seed(DB_PATH, { projects: PROJECTS });

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { generateApiKey } from '../src/auth.js';
-import { migrate, openDatabase } from '../src/db.js';
+import { migrate, openDatabase, type Db } from '../src/db.js';
 import { newId, nowIso } from '../src/ids.js';
 import { createOrganization } from '../src/services/organizations.js';
 
@@ -17,6 +17,17 @@ export interface Seeded {
   orgs: { id: string; name: string; key: string; projects: number }[];
   projects: number;
   ms: number;
+}
+
+/** An organization (the service's createOrganization) with one `admin` API key; the key in clear. */
+export async function addOrganization(db: Db, name: string): Promise<{ id: string; name: string; key: string }> {
+  const org = await createOrganization(db.kysely, { name });
+  const { key, prefix, hash } = generateApiKey();
+  await db.kysely.insertInto('api_keys').values({
+    id: newId('key'), organization_id: org.id, name: 'bench', prefix, key_hash: hash, role: 'admin',
+    created_by: null, expires_at: null, last_used_at: null, revoked_at: null, created_at: nowIso(),
+  }).execute();
+  return { id: org.id, name: org.name, key };
 }
 
 const STATUSES = ['active', 'active', 'active', 'archived'] as const;
@@ -35,13 +46,8 @@ export async function seed(path: string, opts: { projects?: number; organization
   await migrate(db);
   const orgs: Seeded['orgs'] = [];
   for (let i = 0; i < nOrgs; i++) {
-    const org = await createOrganization(db.kysely, { name: `Bench organization ${i + 1}` });
-    const { key, prefix, hash } = generateApiKey();
-    await db.kysely.insertInto('api_keys').values({
-      id: newId('key'), organization_id: org.id, name: 'bench', prefix, key_hash: hash, role: 'admin',
-      created_by: null, expires_at: null, last_used_at: null, revoked_at: null, created_at: nowIso(),
-    }).execute();
-    orgs.push({ id: org.id, name: org.name, key, projects: 0 });
+    const org = await addOrganization(db, `Bench organization ${i + 1}`);
+    orgs.push({ ...org, projects: 0 });
   }
   await db.close();
 

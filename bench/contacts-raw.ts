@@ -21,7 +21,7 @@
  *
  * Responses are byte for byte those of the app (checked by bench/contacts.ts before measuring).
  */
-import { createHash } from 'node:crypto';
+import { rawKeyAuth } from './raw-auth.js';
 import { Readable } from 'node:stream';
 import BetterSqlite3 from 'better-sqlite3';
 import { stringify } from 'csv-stringify';
@@ -52,18 +52,8 @@ type Row = {
 
 // ---- auth ---------------------------------------------------------------------------------------
 
-const keyStmt = db.prepare('select id, organization_id, role, expires_at, revoked_at from api_keys where key_hash = ?');
-type KeyRow = { id: string; organization_id: string; role: string; expires_at: string | null; revoked_at: string | null };
-const BEARER = /^Bearer\s+(\S+)\s*$/i;
-const READERS = new Set(['owner', 'admin', 'member', 'viewer']);
 
-function authenticate(authorization: string | undefined): KeyRow | 401 | 403 {
-  const m = BEARER.exec(authorization ?? '');
-  if (!m || !m[1].startsWith('agk_')) return 401;
-  const key = keyStmt.get(createHash('sha256').update(m[1]).digest('hex')) as KeyRow | undefined;
-  if (!key || key.revoked_at || (key.expires_at && key.expires_at <= new Date().toISOString())) return 401;
-  return READERS.has(key.role) ? key : 403;
-}
+const authenticate = rawKeyAuth(db);
 
 // ---- queries ------------------------------------------------------------------------------------
 

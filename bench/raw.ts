@@ -9,7 +9,7 @@
  * count: COUNT(*) per organization, cached for 5 s — the same policy as the app's CountCache
  * (src/pagination.ts), so neither server counts on every request.
  */
-import { createHash } from 'node:crypto';
+import { rawKeyAuth } from './raw-auth.js';
 import BetterSqlite3 from 'better-sqlite3';
 import Fastify from 'fastify';
 import { installProfiler } from './profiler.js';
@@ -23,7 +23,6 @@ db.pragma('synchronous = NORMAL');
 db.pragma('foreign_keys = ON');
 db.pragma('busy_timeout = 5000');
 
-const keyStmt = db.prepare('select id, organization_id, role, expires_at, revoked_at from api_keys where key_hash = ?');
 const pageStmt = db.prepare(
   'select id, name, description, status, settings, created_at, updated_at from projects where organization_id = ? order by id desc limit ? offset ?',
 );
@@ -40,20 +39,10 @@ function countOf(org: string): number {
   return n;
 }
 
-type KeyRow = { id: string; organization_id: string; role: string; expires_at: string | null; revoked_at: string | null };
 type ProjectRow = { id: string; name: string; description: string; status: string; settings: string; created_at: string; updated_at: string };
 
-const BEARER = /^Bearer\s+(\S+)\s*$/i;
-const READERS = new Set(['owner', 'admin', 'member', 'viewer']);
 
-/** The API key's row, or a status to refuse with. */
-function authenticate(authorization: string | undefined): KeyRow | 401 | 403 {
-  const m = BEARER.exec(authorization ?? '');
-  if (!m || !m[1].startsWith('agk_')) return 401;
-  const key = keyStmt.get(createHash('sha256').update(m[1]).digest('hex')) as KeyRow | undefined;
-  if (!key || key.revoked_at || (key.expires_at && key.expires_at <= new Date().toISOString())) return 401;
-  return READERS.has(key.role) ? key : 403;
-}
+const authenticate = rawKeyAuth(db);
 
 function selectPage(org: string, size: number, page: number): ProjectRow[] {
   return pageStmt.all(org, size + 1, (page - 1) * size) as ProjectRow[];

@@ -1,6 +1,7 @@
 import type { Kysely, Updateable } from 'kysely';
 import type { Database, UsersTable } from '../../db/schema.js';
 import type { Ctx } from '../context.js';
+import { normalizeHostname } from './outreach_checks.js';
 import { hashPassword } from '../crypto.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
@@ -12,7 +13,6 @@ export const USERNAME = /^[A-Za-z0-9_.@+-]{3,150}$/;
  * hyphens (no leading or trailing hyphen, at most 63 characters each), an alphabetic top-level
  * label, at most 253 characters. No scheme, port, path or IP address.
  */
-export const HOSTNAME = /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$/;
 
 export interface NewUser {
   username: string; password: string; email?: string | null; first_name?: string; last_name?: string; is_platform_admin?: boolean;
@@ -78,7 +78,8 @@ export interface ProfileInput {
  */
 export async function updateProfile(ctx: Ctx, input: ProfileInput) {
   const userId = ctx.actor!.userId!;
-  if (input.mailgun_domain != null && !HOSTNAME.test(input.mailgun_domain)) {
+  const mailgunDomain = input.mailgun_domain == null ? input.mailgun_domain : normalizeHostname(input.mailgun_domain);
+  if (mailgunDomain === null && input.mailgun_domain != null) {
     throw badRequest({ mailgun_domain: 'Must be a domain name such as mg.example.com' });
   }
   const set: Updateable<UsersTable> = {};
@@ -86,7 +87,7 @@ export async function updateProfile(ctx: Ctx, input: ProfileInput) {
   if (input.last_name !== undefined) set.last_name = input.last_name;
   if (input.email !== undefined) set.email = input.email;
   if (input.mailgun_api_key !== undefined) set.mailgun_api_key_enc = input.mailgun_api_key === null ? null : ctx.deps.box.encrypt(input.mailgun_api_key);
-  if (input.mailgun_domain !== undefined) set.mailgun_domain = input.mailgun_domain === null ? null : input.mailgun_domain.toLowerCase();
+  if (mailgunDomain !== undefined) set.mailgun_domain = mailgunDomain;
   if (Object.keys(set).length > 0) {
     await ctx.deps.db.kysely.updateTable('users').set({ ...set, updated_at: nowIso() }).where('id', '=', userId).execute();
   }

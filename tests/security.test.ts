@@ -64,6 +64,11 @@ describe('security sweep over the route table', () => {
     expect(undeclared.sort()).toEqual(['GET /api/v1/admin/verify']);
   });
 
+  it('has a cross-organization fixture exactly for the routers with id routes', () => {
+    const withIds = new Set(env.app.routes.filter((r) => !r.meta.public && /\{[^}]+\}/.test(r.path)).map((r) => r.procedurePath.split('.')[0]));
+    expect(Object.keys(crossOrgFixtures).filter((k) => !withIds.has(k))).toEqual([]);
+  });
+
   it("404 for another organization's id on every id route", async () => {
     const failures: string[] = [];
     let checked = 0;

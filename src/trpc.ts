@@ -1,6 +1,6 @@
 import { initTRPC } from '@trpc/server';
 import type { Actor, Ctx } from './context.js';
-import { AppError, assertNoNul, forbidden, toHttpError, unauthorized } from './errors.js';
+import { assertNoNul, forbidden, toHttpError, unauthorized } from './errors.js';
 import type { Permission } from './permissions.js';
 import { recordAudit } from './services/audit.js';
 
@@ -52,7 +52,6 @@ const t = initTRPC.context<Ctx>().meta<Meta>().create({
 });
 
 export const router = t.router;
-export const createCallerFactory = t.createCallerFactory;
 
 /** The one authorization check, driven by a procedure's meta; returns the actor (or null for public routes). */
 export function authorizeActor(ctx: Ctx, meta: Meta | undefined): Actor | null {
@@ -100,4 +99,3 @@ export const procedure = t.procedure.use(authorize).use(audit);
  */
 export const baseMiddlewares: readonly unknown[] = (procedure as unknown as { _def: { middlewares: unknown[] } })._def.middlewares;
 
-export { AppError };

@@ -77,14 +77,12 @@ export interface TestEnv {
 
 export interface Res { status: number; body: any; headers: Record<string, string | string[] | undefined>; text: string }
 
-async function principal(env: { app: App }, org: string, username: string, role: string, opts: { platformAdmin?: boolean; existingUserId?: string } = {}): Promise<Principal> {
+async function principal(env: { app: App }, org: string, username: string, role: string, opts: { platformAdmin?: boolean } = {}): Promise<Principal> {
   const db = env.app.deps.db.kysely;
-  const userId = opts.existingUserId ?? (await createUser(db, { username, password: TEST_PASSWORD, email: `${username}@example.test`, is_platform_admin: opts.platformAdmin })).id;
+  const userId = (await createUser(db, { username, password: TEST_PASSWORD, email: `${username}@example.test`, is_platform_admin: opts.platformAdmin })).id;
   const now = nowIso();
-  if (!opts.existingUserId) {
-    await db.insertInto('memberships').values({ id: newId('mem'), organization_id: org, user_id: userId, role, role_id: null, created_at: now, updated_at: now }).execute();
-    await db.updateTable('users').set({ default_organization_id: org }).where('id', '=', userId).execute();
-  }
+  await db.insertInto('memberships').values({ id: newId('mem'), organization_id: org, user_id: userId, role, role_id: null, created_at: now, updated_at: now }).execute();
+  await db.updateTable('users').set({ default_organization_id: org }).where('id', '=', userId).execute();
   const sessionId = newId('ses');
   await db.insertInto('sessions').values({ id: sessionId, user_id: userId, organization_id: org, created_at: now, expires_at: new Date(Date.now() + 86400_000).toISOString(), revoked_at: null, revoked_reason: null }).execute();
   const token = await signAccessToken(env.app.deps, { userId, organizationId: org, sessionId });

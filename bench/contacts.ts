@@ -37,6 +37,10 @@
  *   BENCH_IMPORT_TRACE=1 then import again with every SQL statement traced, and print where the
  *                        SQL time goes (bench/sql-trace-preload.ts)
  *   BENCH_SQL_DETAILS=1  print each list case's SQL statements (warm request)
+ *   BENCH_C_ROUNDS       rounds of each list case and of the CSV export, app and raw alternated
+ *                        (default 1); medians and the per-round ratios are reported
+ *   BENCH_CASES          only these list cases, comma-separated ids: depth1, deep, last,
+ *                        lastoffset, city, esp, validity, flag, search (all three) or search:<term>
  *   BENCH_SKIP=lists,export,import  skip sections
  *   BENCH_KEEP=1         keep the working copy and the import file in bench/.tmp/
  */
@@ -52,7 +56,7 @@ import { checkSeeded, seedContacts, seedIdentity, verifyAgainstService, type Con
 import { SEED_STREAM } from './contacts-rows.js';
 import { startDns } from './dns.js';
 import {
-  CORES, ROOT, TMP, cpuSeconds, fmt, log, mb, measure, memory, num, pinLoadGenerator, pinnedCommand, pinningText,
+  CORES, ROOT, TMP, cpuSeconds, fmt, log, mb, measure, median, memory, num, pinLoadGenerator, pinnedCommand, pinningText,
   rssSampler, serverEnv, startServer, stopServer, table, track, type Run, type Server, type ServerSpec,
 } from './lib.js';
 import type { TracedQuery } from './sql-trace.js';
@@ -67,6 +71,9 @@ const XLSX_ROWS = process.env.BENCH_XLSX_ROWS === '0' ? 0 : Math.round(num('BENC
 const IMPORT_ROWS = process.env.BENCH_IMPORT_ROWS === '0' ? 0 : Math.round(num('BENCH_IMPORT_ROWS', 200_000));
 const SKIP = new Set((process.env.BENCH_SKIP ?? '').split(',').map((s) => s.trim()).filter(Boolean));
 const KEEP = process.env.BENCH_KEEP === '1';
+const ROUNDS = Math.round(num('BENCH_C_ROUNDS', 1));
+const CASES = (process.env.BENCH_CASES ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+const wanted = (id: string) => !CASES.length || CASES.some((c) => id === c || id.startsWith(`${c}:`));
 const PAGE = 50;
 
 const WORK = join(TMP, 'contacts-work.db');
@@ -172,7 +179,7 @@ async function buildScenarios(app: Server, key: string, seedFile: string, org: s
       const n = rangeCount(term);
       list.push({ id: `search:${term}`, label: `search=${term} (${fmt(n)})`, path: `${base}&search=${encodeURIComponent(term)}`, connections: CONNECTIONS, expectRows: Math.min(PAGE, n) });
     }
-    return { list, notes };
+    return { list: list.filter((sc) => wanted(sc.id)), notes };
   } finally {
     db.close();
   }
@@ -371,26 +378,32 @@ async function main(): Promise<void> {
     log(table(auditRows));
     if (process.env.BENCH_SQL_DETAILS === '1') for (const d of details) log(d);
 
-    const rows = [['case', 'app req/s', 'raw req/s', 'req/s ratio', 'app CPU µs/req', 'raw CPU µs/req', 'CPU ratio raw/app', 'app p50/p99 ms', 'raw p50/p99 ms', 'target ≥ 0.5']];
+    const rows = [['case', 'app req/s', 'raw req/s', 'req/s ratio', 'app CPU µs/req', 'raw CPU µs/req', 'CPU ratio raw/app', 'per-round CPU ratios', 'app p50/p99 ms', 'raw p50/p99 ms', 'target ≥ 0.5']];
     let k = 0;
     for (const sc of list) {
       const load = { connections: sc.connections, requests: [{ path: sc.path, headers: { authorization: `Bearer ${key}` } }] };
-      const got = new Map<string, Run>();
-      for (const s of k++ % 2 ? [raw, app] : [app, raw]) got.set(s.name, await measure(s, load, { seconds: SECONDS, warmup: WARMUP }));
-      const a = got.get('app')!;
-      const r = got.get('raw')!;
-      const bad = [a, r].some((x) => x.non2xx || x.errors) ? ` (non-2xx/errors: app ${a.non2xx}/${a.errors}, raw ${r.non2xx}/${r.errors})` : '';
+      const runs = { app: [] as Run[], raw: [] as Run[] };
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const s of k++ % 2 ? [raw, app] : [app, raw]) runs[s.name as 'app' | 'raw'].push(await measure(s, load, { seconds: SECONDS, warmup: WARMUP }));
+      }
+      // Medians over the rounds (one round: that run).
+      const mid = (xs: Run[], f: (r: Run) => number) => median(xs.map(f));
+      const a = { rps: mid(runs.app, (x) => x.rps), cpuUs: mid(runs.app, (x) => x.cpuUs), p50: mid(runs.app, (x) => x.p50), p99: mid(runs.app, (x) => x.p99) };
+      const r = { rps: mid(runs.raw, (x) => x.rps), cpuUs: mid(runs.raw, (x) => x.cpuUs), p50: mid(runs.raw, (x) => x.p50), p99: mid(runs.raw, (x) => x.p99) };
+      const errs = (xs: Run[]) => xs.reduce((t, x) => t + x.non2xx + x.errors, 0);
+      const bad = errs(runs.app) || errs(runs.raw) ? ` (non-2xx/errors: app ${errs(runs.app)}, raw ${errs(runs.raw)})` : '';
       const cpuRatio = r.cpuUs / a.cpuUs;
-      rows.push([sc.label + bad, fmt(a.rps), fmt(r.rps), `${fmt(a.rps / r.rps, 2)}×`, fmt(a.cpuUs), fmt(r.cpuUs), `${fmt(cpuRatio, 2)}×`,
+      const perRound = runs.app.map((x, i) => fmt(runs.raw[i].cpuUs / x.cpuUs, 2)).join(', ');
+      rows.push([sc.label + bad, fmt(a.rps), fmt(r.rps), `${fmt(a.rps / r.rps, 2)}×`, fmt(a.cpuUs), fmt(r.cpuUs), `${fmt(cpuRatio, 2)}×`, perRound,
         `${fmt(a.p50)} / ${fmt(a.p99)}`, `${fmt(r.p50)} / ${fmt(r.p99)}`, cpuRatio >= 0.5 ? 'met' : 'NOT met']);
-      log(`  ${sc.label}: app ${fmt(a.rps)} req/s, ${fmt(a.cpuUs)} µs CPU/req; raw ${fmt(r.rps)} req/s, ${fmt(r.cpuUs)} µs CPU/req → CPU ratio ${fmt(cpuRatio, 2)}${bad}`);
-      summary.push(`list ${sc.label}: CPU ratio raw/app ${fmt(cpuRatio, 2)} (${cpuRatio >= 0.5 ? 'met' : 'NOT met'}), req/s ratio ${fmt(a.rps / r.rps, 2)}; app ${fmt(a.cpuUs)} µs/req, p50 ${fmt(a.p50)} ms, p99 ${fmt(a.p99)} ms`);
+      log(`  ${sc.label}: app ${fmt(a.rps)} req/s, ${fmt(a.cpuUs)} µs CPU/req; raw ${fmt(r.rps)} req/s, ${fmt(r.cpuUs)} µs CPU/req → CPU ratio ${fmt(cpuRatio, 2)} (rounds: ${perRound})${bad}`);
+      summary.push(`list ${sc.label}: CPU ratio raw/app ${fmt(cpuRatio, 2)} (${cpuRatio >= 0.5 ? 'met' : 'NOT met'}; rounds ${perRound}), req/s ratio ${fmt(a.rps / r.rps, 2)}; app ${fmt(a.cpuUs)} µs/req, p50 ${fmt(a.p50)} ms, p99 ${fmt(a.p99)} ms`);
     }
     await stopServer(app);
     await stopServer(raw);
     log();
     log(table(rows));
-    log('(connections: 50, 5 for the OFFSET page; the CPU ratio is the robust figure: the req/s ratio moves with the other load on the machine)');
+    log(`(connections: 50, 5 for the OFFSET page; ${ROUNDS} round${ROUNDS > 1 ? 's' : ''}, medians; the CPU ratio is the robust figure: the req/s ratio moves with the other load on the machine)`);
   }
 
   // 3. Export ----------------------------------------------------------------------------------
@@ -399,30 +412,52 @@ async function main(): Promise<void> {
     log(`Export: GET /api/agents/download/?format=csv of all ${fmt(N)} rows, streamed to the bench (hashed, counted, discarded)`);
     const app = await startServer(APP, { dbPath: WORK });
     const raw = await startServer(RAW, { dbPath: WORK });
+    // Not a target: raw code writing the way the app now writes (hand-formatted 500-record chunks,
+    // no csv-stringify), to show what the app's own layers cost over it.
+    const rawc = await startServer({ name: 'raw, chunks', script: 'contacts-raw.ts', env: { RAW_CSV_WRITER: 'chunks' } }, { dbPath: WORK });
     const path = '/api/agents/download/?format=csv';
     // A short export from the app first, so that it does not pay first-use costs in the measured one.
     await download(app, `${path}&city=Boston`, key);
-    const a = await download(app, path, key);
-    const r = await download(raw, path, key);
-    for (const [name, d] of [['app', a], ['raw', r]] as const) {
-      if (d.status !== 200) throw new Error(`${name} export answered ${d.status}`);
-      if (d.lines !== N + 1) throw new Error(`${name} export has ${d.lines} lines for ${N} rows + header`);
+    const servers = [app, raw, rawc];
+    const got = new Map<Server, Download[]>(servers.map((s) => [s, []]));
+    for (let round = 0; round < ROUNDS; round++) {
+      // Rotated each round; the app first in the first round (its RSS baseline is a fresh process's).
+      for (let i = 0; i < servers.length; i++) {
+        const s = servers[(i + round) % servers.length];
+        const d = await download(s, path, key);
+        if (d.status !== 200) throw new Error(`${s.name} export answered ${d.status}`);
+        if (d.lines !== N + 1) throw new Error(`${s.name} export has ${d.lines} lines for ${N} rows + header`);
+        got.get(s)!.push(d);
+      }
     }
-    const identical = a.sha === r.sha;
-    if (!identical) throw new Error(`app and raw CSV exports differ (sha256 ${a.sha} vs ${r.sha}, ${a.bytes} vs ${r.bytes} bytes)`);
+    const all = [...got.values()].flat();
+    const shas = new Set(all.map((d) => d.sha));
+    if (shas.size !== 1) throw new Error(`the CSV exports differ (sha256 ${[...shas].join(' / ')}; bytes ${all.map((d) => d.bytes).join(' / ')})`);
     const rate = (d: Download) => N / (d.ms / 1000);
     const cpuPerRow = (d: Download) => (d.cpuS * 1e6) / N;
-    const ratio = rate(a) / rate(r);
-    const cpuRatio = cpuPerRow(r) / cpuPerRow(a);
-    const exportRows = [['server', 'rows/s', 'seconds', 'MB sent', 'CPU µs/row', 'RSS before', 'peak RSS', 'RSS growth', 'RSS after']];
-    for (const [name, d] of [['app', a], ['raw', r]] as const) {
-      exportRows.push([name, fmt(rate(d)), fmt(d.ms / 1000, 1), fmt(d.bytes / 1048576, 0), fmt(cpuPerRow(d), 2), mb(d.rss.base), mb(d.rss.peak), mb(d.rss.growth), mb(d.rss.end)]);
+    const exportRows = [['server', 'round', 'rows/s', 'seconds', 'MB sent', 'CPU µs/row', 'RSS before', 'peak RSS', 'RSS growth', 'RSS after']];
+    for (let round = 0; round < ROUNDS; round++) {
+      for (const s of servers) {
+        const d = got.get(s)![round];
+        exportRows.push([s.name, String(round + 1), fmt(rate(d)), fmt(d.ms / 1000, 1), fmt(d.bytes / 1048576, 0), fmt(cpuPerRow(d), 2), mb(d.rss.base), mb(d.rss.peak), mb(d.rss.growth), mb(d.rss.end)]);
+      }
     }
-    log(table(exportRows));
-    log(`  bodies byte-identical (sha256 ${a.sha.slice(0, 16)}…, ${fmt(N)} rows + header); peak RSS ${a.rss.exactPeak ? 'from VmHWM after a reset of the peak (exact)' : 'from VmRSS samples every 50 ms'}`);
-    log(`  app/raw rows/s: ${fmt(ratio, 2)}× (target ≥ 0.7 → ${ratio >= 0.7 ? 'met' : 'NOT met'}); by CPU per row (raw/app): ${fmt(cpuRatio, 2)}× (${cpuRatio >= 0.7 ? 'met' : 'NOT met'}); `
-      + `app RSS growth ${mb(a.rss.growth)} (target < 64 MB → ${a.rss.growth < 64 * 1048576 ? 'met' : 'NOT met'})`);
-    summary.push(`CSV export: app ${fmt(rate(a))} rows/s, raw ${fmt(rate(r))} rows/s → ${fmt(ratio, 2)}× (${ratio >= 0.7 ? 'met' : 'NOT met'}); CPU/row ratio ${fmt(cpuRatio, 2)}× (${cpuRatio >= 0.7 ? 'met' : 'NOT met'}); app RSS growth ${mb(a.rss.growth)} (${a.rss.growth < 64 * 1048576 ? 'met' : 'NOT met'})`);
+    log(table(exportRows, 2));
+    const A = got.get(app)!;
+    const vs = (other: Download[]) => ({
+      ratio: median(A.map(rate)) / median(other.map(rate)),
+      cpuRatio: median(other.map(cpuPerRow)) / median(A.map(cpuPerRow)),
+      perRound: A.map((d, i) => `${fmt(rate(d) / rate(other[i]), 2)}/${fmt(cpuPerRow(other[i]) / cpuPerRow(d), 2)}`).join(', '),
+    });
+    const { ratio, cpuRatio, perRound } = vs(got.get(raw)!);
+    const same = vs(got.get(rawc)!);
+    const growth = Math.max(...A.map((d) => d.rss.growth));
+    log(`  bodies byte-identical (sha256 ${A[0].sha.slice(0, 16)}…, ${fmt(N)} rows + header, ${all.length} downloads); peak RSS ${A[0].rss.exactPeak ? 'from VmHWM after a reset of the peak (exact)' : 'from VmRSS samples every 50 ms'}`);
+    log(`  app/raw rows/s (medians of ${ROUNDS}): ${fmt(ratio, 2)}× (target ≥ 0.7 → ${ratio >= 0.7 ? 'met' : 'NOT met'}); by CPU per row (raw/app): ${fmt(cpuRatio, 2)}× (${cpuRatio >= 0.7 ? 'met' : 'NOT met'}); `
+      + `per round rows/s / CPU: ${perRound}; app RSS growth, largest of the rounds: ${mb(growth)} (target < 64 MB → ${growth < 64 * 1048576 ? 'met' : 'NOT met'})`);
+    log(`  app/"raw, chunks" (same way of writing, no target): rows/s ${fmt(same.ratio, 2)}×, CPU ${fmt(same.cpuRatio, 2)}×; per round ${same.perRound}`);
+    summary.push(`CSV export: app ${fmt(median(A.map(rate)))} rows/s, raw ${fmt(median(got.get(raw)!.map(rate)))} rows/s → ${fmt(ratio, 2)}× (${ratio >= 0.7 ? 'met' : 'NOT met'}); CPU/row ratio ${fmt(cpuRatio, 2)}× (${cpuRatio >= 0.7 ? 'met' : 'NOT met'}); rounds ${perRound}; app RSS growth ${mb(growth)} (${growth < 64 * 1048576 ? 'met' : 'NOT met'}); vs "raw, chunks" ${fmt(same.ratio, 2)}× / CPU ${fmt(same.cpuRatio, 2)}×`);
+    await stopServer(rawc);
     await stopServer(raw);
 
     if (XLSX_ROWS) {

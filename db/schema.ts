@@ -5,6 +5,10 @@ import type { EngineTables } from './schema/engine.js';
 import type { ImportsTables } from './schema/imports.js';
 import type { OutreachTables } from './schema/outreach.js';
 import type { StatusTables } from './schema/status.js';
+import type { ProvidersTables } from './schema/providers.js';
+import type { RuntimeTables } from './schema/runtime.js';
+import type { ToolsTables } from './schema/tools.js';
+import type { BudgetsTables } from './schema/budgets.js';
 
 // Table types. Timestamps are ISO-8601 UTC text; flags are 0/1 integers; JSON columns are text.
 
@@ -62,7 +66,8 @@ export interface IdempotencyKeysTable {
 }
 
 /** Every table: the identity tables below, and each domain's from db/schema/<domain>.ts. */
-export interface Database extends EngineTables, ContactsTables, OutreachTables, StatusTables, ContentTables, ImportsTables {
+export interface Database extends EngineTables, ContactsTables, OutreachTables, StatusTables, ContentTables, ImportsTables,
+  ProvidersTables, RuntimeTables, ToolsTables, BudgetsTables {
   organizations: OrganizationsTable;
   users: UsersTable;
   roles: RolesTable;

@@ -18,6 +18,16 @@ import { emailTemplatesRouter } from './email_templates.js';
 import { brandingRouter } from './branding.js';
 import { contactFormRouter } from './contact_form.js';
 import { dataSourcesRouter } from './data_sources.js';
+import { providersRouter } from './providers.js';
+import { agentsRouter } from './agents.js';
+import { agentTemplatesRouter } from './agent_templates.js';
+import { agentRuntimeRouter } from './agent_runtime.js';
+import { runsRouter } from './runs.js';
+import { monitoringRouter } from './monitoring.js';
+import { toolsRouter } from './tools.js';
+import { memoriesRouter } from './memories.js';
+import { promptsRouter } from './prompts.js';
+import { budgetsRouter } from './budgets.js';
 
 export const appRouter = router({
   health: healthRouter,
@@ -39,6 +49,16 @@ export const appRouter = router({
   branding: brandingRouter,
   contact_form: contactFormRouter,
   data_sources: dataSourcesRouter,
+  providers: providersRouter,
+  agents: agentsRouter,
+  agent_templates: agentTemplatesRouter,
+  agent_runtime: agentRuntimeRouter,
+  runs: runsRouter,
+  monitoring: monitoringRouter,
+  tools: toolsRouter,
+  memories: memoriesRouter,
+  prompts: promptsRouter,
+  budgets: budgetsRouter,
 });
 
 export type AppRouter = typeof appRouter;

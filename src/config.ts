@@ -24,6 +24,8 @@ export interface Config {
   publicUrl: string | undefined;
   /** Run job workers inside `serve` (default true). */
   inProcessWorkers: boolean;
+  /** Jobs of one organization running at the same time, across all workers (0: no limit). */
+  orgConcurrency: number;
   /** DNS servers for e-mail and domain checks (`host` or `host:port`); the system's when empty. */
   dnsServers: string[];
   /** Time bound of one DNS lookup, all servers included. */
@@ -93,6 +95,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy: env.TRUST_PROXY === 'true' || env.TRUST_PROXY === '1',
     publicUrl: env.PUBLIC_URL?.replace(/\/$/, '') || undefined,
     inProcessWorkers: env.WORKERS_IN_PROCESS !== 'false',
+    orgConcurrency: int(env, 'ORG_CONCURRENCY', 0),
     dnsServers: (env.DNS_SERVERS ?? '').split(',').map((x) => x.trim()).filter(Boolean),
     dnsTimeoutMs: int(env, 'DNS_TIMEOUT_MS', 2000),
     dnsNegativeTtl: int(env, 'DNS_NEGATIVE_TTL', 60),

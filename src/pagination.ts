@@ -95,7 +95,12 @@ export interface PaginateOptions<R> {
   input: PageInput;
   /** Sort column (qualified if the query joins) and direction; `id` breaks ties. Default: id desc (newest first). */
   sort?: { column: string; direction: 'asc' | 'desc'; key?: (row: R) => unknown };
-  /** Qualified id column when the query joins (default `id`). */
+  /**
+   * Qualified id column when the query joins (default `id`). It may be another table's column
+   * that equals the row's `id`, such as a join table's foreign key when that table drives the
+   * query (the contacts flag filter pages by `contact_flags.contact_id`): the order and the keyset
+   * use this column, cursors carry the row's `id`.
+   */
   idColumn?: string;
   /**
    * What the filtered row set depends on besides `scope` (e.g. the filters, as JSON), to key the

@@ -45,6 +45,8 @@ export interface Meta {
 }
 
 const t = initTRPC.context<Ctx>().meta<Meta>().create({
+  // Subscriptions over SSE (httpSubscriptionLink): heartbeats keep proxies from closing idle streams.
+  sse: { ping: { enabled: true, intervalMs: 15_000 } },
   errorFormatter({ shape, error }) {
     const mapped = toHttpError(error);
     return { ...shape, message: mapped.body.error, data: { ...shape.data, stack: undefined, httpStatus: mapped.status, error: mapped.body.error, details: mapped.body.details } };

@@ -25,7 +25,8 @@ async function cli(args: string[], env: Record<string, string> = {}) {
   }
 }
 
-describe('CLI', () => {
+// Each case starts the CLI (a tsx process that loads the whole app) several times: minutes on a busy machine.
+describe('CLI', { timeout: 180_000 }, () => {
   it('prints usage and exits 2 on bad arguments', async () => {
     const cases = [[], ['frobnicate'], ['create-user', '--username', 'x'], ['create-org'], ['migrate', '--nope']];
     const results = await Promise.all(cases.map((args) => cli(args)));

@@ -1,7 +1,9 @@
 import { parse } from 'csv-parse/sync';
+import { stringify } from 'csv-stringify/sync';
 import ExcelJS from 'exceljs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { upsertContacts } from '../src/services/contacts.js';
+import { csvField, csvRecord, csvTuning } from '../src/http/contacts.js';
+import { flagTuning, upsertContacts, type ApiRow } from '../src/services/contacts.js';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
 import { startDnsServer, type TestDnsServer } from './dns-server.js';
 
@@ -110,6 +112,62 @@ describe('GET /api/agents/download/', () => {
     expect(csv[n - 1].name).toBe('Bulk 0');
     const xlsx = await xlsxRows('?format=xlsx&city=Bulkville');
     expect(xlsx).toHaveLength(n);
+  }, 120_000); // 2,345 upserts: slow on PostgreSQL on a loaded machine, not a speed check
+
+  it('CSV: the same bytes across many batch boundaries (an exact multiple of the batch too) and by either flag plan', async () => {
+    // The contacts written in beforeAll (the bulk ones have no DNS answers: their analysis may still change).
+    const query = '?format=csv&esg=google';
+    const whole = (await download(query)).text;
+    const flagged = (await download('?format=csv&data_health_flags=missing_name')).text;
+    const lines = whole.split('\n').length - 2;
+    expect(lines).toBe(4);
+    const saved = { csv: { ...csvTuning }, flag: { ...flagTuning } };
+    try {
+      for (const batch of [1, 2, 3, lines, lines + 1]) {
+        csvTuning.batch = batch;
+        expect((await download(query)).text, `batch ${batch}`).toBe(whole);
+      }
+      csvTuning.batch = 1;
+      expect((await download('?format=csv&data_health_flags=missing_name')).text).toBe(flagged);
+      flagTuning.drive = false;
+      expect((await download('?format=csv&data_health_flags=missing_name')).text).toBe(flagged);
+    } finally {
+      Object.assign(csvTuning, saved.csv);
+      Object.assign(flagTuning, saved.flag);
+    }
+    expect((parse(flagged, { columns: true }) as Record<string, string>[]).map((r) => r.data_health_flags)).toEqual(expect.arrayContaining(['missing_name']));
+  });
+
+  it('CSV records are byte for byte what csv-stringify writes for the same cells', () => {
+    const awkward = ['', 'plain', 'a,b', 'say "hi"', '"', '""', 'line\nbreak', 'cr\rhere', 'crlf\r\n', ' lead and trail ', 'Zoë 山田 😀', '=1+1', '-2', '+x', '@SUM(A1)', '\t=tab', '\r=cr', ',=', '\u2028', 'a;b'];
+    for (const v of awkward) expect(csvField(v), JSON.stringify(v)).toBe(stringify([[v]]).slice(0, -1));
+    const row = (over: Partial<ApiRow>): ApiRow => ({
+      id: 'ctc_1', name: null, email: null, phone: null, company: null, title: null, city: null, state: null, country: null, tags: '[]',
+      custom_fields: '{}', source: null, lead_score: null, lead_score_reasons: '[]', unsubscribed: 0, bounced: 0, esp: null, esg: null,
+      email_validity: null, data_health_flags: '[]', email_checked_at: null, created_at: '2025-01-01T00:00:00.000Z', updated_at: '2025-01-02T00:00:00.000Z', ...over,
+    });
+    const rows = [
+      row({}),
+      ...awkward.map((v, i) => row({
+        name: v, email: v, phone: v, company: v, title: v, city: v, state: v, country: v, source: v, tags: JSON.stringify([v, 'b,c']),
+        custom_fields: JSON.stringify({ k: v }), lead_score: i, lead_score_reasons: JSON.stringify([v]), unsubscribed: 1, bounced: i % 2,
+        esp: 'google_workspace', esg: 'google', email_validity: 'valid', data_health_flags: '["missing_name","bounced"]', email_checked_at: '2025-01-03T00:00:00.000Z',
+      })),
+    ];
+    // What the export wrote before, through csv-stringify: the contact's cells, formula-escaped text, lists joined with '; '.
+    const esc = (s: string | null) => (s === null ? '' : /^[=+\-@\t\r]/.test(s) ? `'${s}` : s);
+    for (const r of rows) {
+      const tags = JSON.parse(r.tags) as string[];
+      const reasons = JSON.parse(r.lead_score_reasons) as unknown[];
+      const custom = JSON.parse(r.custom_fields) as Record<string, unknown>;
+      const cells = [
+        r.id, esc(r.name), esc(r.email), esc(r.phone), esc(r.company), esc(r.title), esc(r.city), esc(r.state), esc(r.country),
+        esc(tags.join('; ')), esc(Object.keys(custom).length ? JSON.stringify(custom) : ''), esc(r.source), r.lead_score ?? '',
+        esc(reasons.length ? JSON.stringify(reasons) : ''), r.unsubscribed ? 'true' : 'false', r.bounced ? 'true' : 'false',
+        r.esp ?? '', r.esg ?? '', r.email_validity ?? '', (JSON.parse(r.data_health_flags) as string[]).join('; '), r.email_checked_at ?? '', r.created_at, r.updated_at,
+      ];
+      expect(csvRecord(r)).toBe(stringify([cells]));
+    }
   });
 
   it('400 naming the format or the filter', async () => {

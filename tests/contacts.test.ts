@@ -313,20 +313,59 @@ describe('GET /api/agents/ (list, filters, search, pagination)', () => {
     expect(idsOf(await list(`?search=${tag}`))).toEqual([]);
   });
 
-  it('the flag filter gives the same pages by either plan (flagged ids looked up, or contacts probed)', async () => {
-    const queries = [`?city=Rome-${tag}&data_health_flags=no_mx`, `?data_health_flags=no_mx,missing_name`, `?data_health_flags=role_account&page_size=1`, `?data_health_flags=bounced`];
-    const byIds = await Promise.all(queries.map(async (q) => { const r = await list(q); return { ids: idsOf(r), count: r.body.count, next: r.body.next }; }));
-    const saved = flagTuning.inListMax;
-    flagTuning.inListMax = -1;
+  it('the flag filter gives the same pages by every plan (flag key driving, flagged ids looked up, contacts probed)', async () => {
+    const queries = [`?city=Rome-${tag}&data_health_flags=no_mx`, `?data_health_flags=no_mx,missing_name`, `?data_health_flags=role_account&page_size=1`,
+      `?data_health_flags=bounced`, `?data_health_flags=missing_name&esg=other`, `?data_health_flags=missing_name,no_mx&city=Rome-${tag}`];
+    const pages = () => Promise.all(queries.map(async (q) => { const r = await list(q); return { ids: idsOf(r), count: r.body.count, next: r.body.next }; }));
+    const driven = await pages();
+    const saved = { ...flagTuning };
     try {
-      for (const [i, q] of queries.entries()) {
-        const r = await list(q);
-        expect({ ids: idsOf(r), count: r.body.count, next: r.body.next }, q).toEqual(byIds[i]);
-      }
+      flagTuning.drive = false;
+      expect(await pages()).toEqual(driven);
+      flagTuning.inListMax = -1;
+      expect(await pages()).toEqual(driven);
     } finally {
-      flagTuning.inListMax = saved;
+      Object.assign(flagTuning, saved);
     }
-    expect(byIds[0].ids).toEqual([ids.nomx]);
+    expect(driven[0].ids).toEqual([ids.nomx]);
+    expect(driven[1].ids).toEqual([ids.nomx]);
+  });
+
+  it('a flag-driven list pages by numbers, then cursors, forwards and backwards, as the other plans do', async () => {
+    const src = `fl${uniq()}`;
+    const r = await upsertContacts(env.app.deps, env.orgA, Array.from({ length: 24 }, (_, i) => ({
+      name: `Flagged ${i}`, email: `flagged${i}.${src}@example.test`, source: src, city: `Flags-${src}`, bounced: i % 2 === 0, unsubscribed: i % 3 === 0,
+    })), { checkEmail: false });
+    expect(r.created).toBe(24);
+    const follow = async (link: string) => { const u = new URL(link); return (await env.request('GET', u.pathname + u.search, { token: env.owner.token })).body; };
+    /** Every id from page 1 by `next` links, then back from the last page by `previous` links. */
+    const walk = async (q: string) => {
+      let page = (await list(q)).body;
+      const forward: string[] = page.results.map((x: any) => x.id);
+      const links: string[] = [];
+      while (page.next) { links.push(new URL(page.next).searchParams.has('cursor') ? 'cursor' : 'page'); page = await follow(page.next); forward.push(...page.results.map((x: any) => x.id)); }
+      const backward: string[] = [];
+      while (page.previous) { page = await follow(page.previous); backward.unshift(...page.results.map((x: any) => x.id)); }
+      return { count: (await list(q)).body.count, forward, backward, links };
+    };
+    const queries = ['?data_health_flags=bounced&page_size=1', '?data_health_flags=bounced,unsubscribed&page_size=1', `?data_health_flags=bounced&city=Flags-${src}&page_size=2`];
+    const driven = await Promise.all(queries.map(walk));
+    const saved = { ...flagTuning };
+    try {
+      flagTuning.drive = false;
+      expect(await Promise.all(queries.map(walk))).toEqual(driven);
+    } finally {
+      Object.assign(flagTuning, saved);
+    }
+    for (const w of driven) {
+      expect(w.forward).toEqual([...w.forward].sort().reverse());
+      expect(w.forward.length).toBe(w.count);
+    }
+    expect(driven[0].links).toContain('cursor');
+    // The page ending where the backward walk started is the last one, so the two walks agree up to it.
+    expect(driven[0].backward).toEqual(driven[0].forward.slice(0, driven[0].backward.length));
+    const mine = (await list(`?city=Flags-${src}&page_size=100`)).body.results;
+    expect(driven[2].forward).toEqual(mine.filter((x: any) => x.bounced).map((x: any) => x.id));
   });
 
   it('search gives the same answers by either plan (ids from the ranges, or an id-ordered scan)', async () => {

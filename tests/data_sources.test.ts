@@ -530,7 +530,7 @@ describe('data sources from a URL', () => {
   });
 });
 
-describe('CLI: import contacts', () => {
+describe('CLI: import contacts', { timeout: 180_000 }, () => {
   const run = promisify(execFile);
   const dir = mkdtempSync(join(tmpdir(), 'agentry-import-'));
   const dbPath = join(dir, 'cli.db');

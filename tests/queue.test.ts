@@ -109,6 +109,21 @@ describe('job queue', () => {
     expect(claimed[3]).toBeNull();
   });
 
+  it('an organization runs at most ORG_CONCURRENCY jobs at a time, whatever their keys', async () => {
+    const deps = { ...env.app.deps, config: { ...env.app.deps.config, orgConcurrency: 2 } };
+    const ofA = await Promise.all([1, 2, 3].map((n) => enqueue(db(), { type: 't.orgcap', payload: { n }, organizationId: env.orgA, concurrencyKey: `k${n}`, concurrencyLimit: 5 })));
+    const ofB = await enqueue(db(), { type: 't.orgcap', payload: { n: 4 }, organizationId: env.orgB });
+    const claimed = [];
+    for (let i = 0; i < 4; i++) claimed.push(await claimJob(deps, 'w', 30_000, ['t.orgcap']));
+    const got = claimed.filter(Boolean).map((j) => j!.id);
+    expect(got).toHaveLength(3);
+    expect(got).toContain(ofB);
+    expect(got.filter((x) => ofA.includes(x))).toHaveLength(2);
+    expect(claimed[3]).toBeNull();
+    // Without the limit (the default), the third job of A is claimed.
+    expect((await claimJob(env.app.deps, 'w', 30_000, ['t.orgcap']))?.id).toBe(ofA.find((x) => !got.includes(x)));
+  });
+
   it('never hands one job to two claimers at once', async () => {
     const ids = new Set(await Promise.all(Array.from({ length: 20 }, () => enqueue(db(), { type: 't.race' }))));
     const claims = await Promise.all(Array.from({ length: 30 }, (_, i) => claimJob(env.app.deps, `racer-${i}`, 30_000, ['t.race'])));

@@ -6,6 +6,10 @@ import * as m0004 from './0004_outreach.js';
 import * as m0005 from './0005_status.js';
 import * as m0006 from './0006_content.js';
 import * as m0007 from './0007_imports.js';
+import * as m0008 from './0008_providers.js';
+import * as m0009 from './0009_runtime.js';
+import * as m0010 from './0010_tools.js';
+import * as m0011 from './0011_budgets.js';
 
 /** Every migration, in order. Landed migrations are frozen: add a new one instead of editing. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +20,8 @@ export const migrations: Record<string, Migration> = {
   '0005_status': m0005,
   '0006_content': m0006,
   '0007_imports': m0007,
+  '0008_providers': m0008,
+  '0009_runtime': m0009,
+  '0010_tools': m0010,
+  '0011_budgets': m0011,
 };

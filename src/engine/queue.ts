@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import type { JobsTable } from '../../db/schema/engine.js';
 import type { Deps } from '../context.js';
@@ -80,30 +80,39 @@ export async function getJob(db: Kysely<Database>, id: string): Promise<ClaimedJ
   return row ? { ...row, payload: JSON.parse(row.payload) } : undefined;
 }
 
-/** Claims the next due job (or one whose lease expired), or returns null. */
-export async function claimJob(deps: Pick<Deps, 'db'>, workerId: string, leaseMs: number, types?: string[], ids?: string[]): Promise<ClaimedJob | null> {
+/**
+ * Claims the next due job (or one whose lease expired), or returns null.
+ *
+ * Which concurrency keys (and, with ORG_CONCURRENCY, organizations) are full is worked out once
+ * per claim from the running jobs (few: at most the workers' slots), not once per candidate, so a
+ * claim costs the same with ten or ten thousand jobs waiting behind a full key. Expired leases are
+ * looked for first (`jobs_lease_idx`), then due jobs in priority order (`jobs_claim_idx`).
+ */
+export async function claimJob(deps: Pick<Deps, 'db' | 'config'>, workerId: string, leaseMs: number, types?: string[], ids?: string[]): Promise<ClaimedJob | null> {
   const { kysely: db, dialect } = deps.db;
   const now = nowIso();
   const until = new Date(Date.now() + leaseMs).toISOString();
   const typeFilter = types?.length ? sql`and j.type in (${sql.join(types)})` : sql``;
   const idFilter = ids?.length ? sql`and j.id in (${sql.join(ids)})` : sql``;
   const lock = dialect === 'postgres' ? sql`for update skip locked` : sql``;
-  const result = await sql<JobsTable>`
+  const fullKeys = sql`(
+    select r.concurrency_key from jobs r
+    where r.status = 'running' and r.locked_until >= ${now} and r.concurrency_key is not null
+    group by r.concurrency_key having count(*) >= min(r.concurrency_limit))`;
+  // ORG_CONCURRENCY: an organization's running jobs (live leases), across every worker, stay under the limit.
+  const orgLimit = deps.config.orgConcurrency;
+  const orgFilter = orgLimit > 0 ? sql`and (j.organization_id is null or j.organization_id not in (
+    select o.organization_id from jobs o
+    where o.status = 'running' and o.locked_until >= ${now} and o.organization_id is not null
+    group by o.organization_id having count(*) >= ${orgLimit}))` : sql``;
+  const filters = sql`${typeFilter} ${idFilter} ${orgFilter}
+    and (j.concurrency_key is null or j.concurrency_limit is null or j.concurrency_key not in ${fullKeys})`;
+  const claim = async (candidates: RawBuilder<unknown>) => (await sql<JobsTable>`
     update jobs set status = 'running', locked_by = ${workerId}, locked_until = ${until}, attempts = attempts + 1, updated_at = ${now}
-    where id = (
-      select j.id from jobs j
-      where ((j.status = 'queued' and j.run_at <= ${now}) or (j.status = 'running' and j.locked_until < ${now}))
-        ${typeFilter}
-        ${idFilter}
-        and (j.concurrency_key is null or j.concurrency_limit is null or (
-          select count(*) from jobs r where r.concurrency_key = j.concurrency_key and r.status = 'running' and r.locked_until >= ${now} and r.id <> j.id
-        ) < j.concurrency_limit)
-      order by j.priority desc, j.run_at asc, j.id asc
-      limit 1
-      ${lock}
-    )
-    returning *`.execute(db);
-  const row = result.rows[0];
+    where id = (${candidates} ${lock})
+    returning *`.execute(db)).rows[0];
+  const row = await claim(sql`select j.id from jobs j where j.status = 'running' and j.locked_until < ${now} ${filters} order by j.locked_until limit 1`)
+    ?? await claim(sql`select j.id from jobs j where j.status = 'queued' and j.run_at <= ${now} ${filters} order by j.priority desc, j.run_at asc, j.id asc limit 1`);
   return row ? { ...row, payload: JSON.parse(row.payload) } : null;
 }
 
@@ -194,10 +203,13 @@ export class Worker {
     if (this.running) return;
     this.running = true;
     await ensureRecurringJobs(this.deps.db.kysely, this.opts.types);
-    const onJob = () => this.wake?.();
+    // A job enqueued (or a slot freed) while the loop is busy claiming must not wait for the next poll.
+    let woken = false;
+    const onJob = () => { woken = true; this.wake?.(); };
     wakeups.on('job', onJob);
     this.loop = (async () => {
       while (this.running) {
+        woken = false;
         let claimed: ClaimedJob | null = null;
         if (this.inflight.size < this.opts.concurrency) {
           try {
@@ -209,10 +221,11 @@ export class Worker {
         if (claimed) {
           const p = runClaimed(this.deps, claimed, this.id, this.opts.leaseMs, this.shutdown.signal)
             .catch((err) => this.deps.log.error({ err, jobId: claimed!.id }, 'job bookkeeping failed'))
-            .finally(() => { this.inflight.delete(p); this.wake?.(); });
+            .finally(() => { this.inflight.delete(p); onJob(); });
           this.inflight.add(p);
           continue;
         }
+        if (woken) continue;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, this.opts.pollMs);
           this.wake = () => { clearTimeout(t); resolve(); };

@@ -3,6 +3,7 @@ import type { Deps } from '../context.js';
 import { register as branding } from './branding.js';
 import { register as contacts } from './contacts.js';
 import { register as dataSources } from './data_sources.js';
+import { register as runs } from './runs.js';
 import { register as status } from './status.js';
 
 /**
@@ -16,4 +17,5 @@ export function registerHttpRoutes(app: FastifyInstance, deps: Deps): void {
   status(app, deps);
   branding(app, deps);
   dataSources(app, deps);
+  runs(app, deps);
 }

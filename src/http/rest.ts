@@ -21,7 +21,9 @@ export function restRoutes(router: AnyRouter): RestRoute[] {
   const out: RestRoute[] = [];
   for (const [procedurePath, procedure] of Object.entries(router._def.procedures as Record<string, AnyProcedure>)) {
     const meta = procedure._def.meta as Meta | undefined;
-    if (!meta?.openapi) continue;
+    // Subscriptions stream: their documented path is served (and documented) by a non-JSON route
+    // in src/http (Server-Sent Events), not by the JSON facade.
+    if (!meta?.openapi || procedure._def.type === 'subscription') continue;
     const def = procedure._def as unknown as { inputs: zod.ZodType[]; output?: zod.ZodType };
     for (const path of [meta.openapi.path, ...(meta.openapi.aliases ?? [])]) {
       out.push({ procedurePath, procedure, meta, openapi: meta.openapi, path, input: def.inputs[0], output: def.output });

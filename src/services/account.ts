@@ -1,4 +1,5 @@
 import type { Ctx } from '../context.js';
+import { parseJsonObject } from '../json.js';
 import { isUniqueViolation } from '../db.js';
 import { badRequest, conflict, notFound } from '../errors.js';
 import { nowIso } from '../ids.js';
@@ -22,22 +23,13 @@ async function organizationRow(ctx: Ctx) {
   return row;
 }
 
-function parseObject(text: string | null): Record<string, unknown> | null {
-  if (text === null) return null;
-  try {
-    const v = JSON.parse(text) as unknown;
-    return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
-  } catch {
-    return null;
-  }
-}
 
 export async function getAccount(ctx: Ctx) {
   const o = await organizationRow(ctx);
   const members = await ctx.deps.db.kysely.selectFrom('memberships').select((eb) => eb.fn.countAll().as('n'))
     .where('organization_id', '=', o.id).executeTakeFirstOrThrow();
   return {
-    id: o.id, name: o.name, slug: o.slug, plan: o.plan, timezone: o.timezone, settings: parseObject(o.settings) ?? {},
+    id: o.id, name: o.name, slug: o.slug, plan: o.plan, timezone: o.timezone, settings: parseJsonObject(o.settings) ?? {},
     member_count: Number(members.n), created_at: o.created_at, updated_at: o.updated_at,
   };
 }
@@ -72,7 +64,7 @@ export const ADDRESS_FIELDS = ['line1', 'line2', 'city', 'state', 'postal_code',
 export type BillingAddress = Record<(typeof ADDRESS_FIELDS)[number], string | null>;
 
 function presentAddress(text: string | null): BillingAddress | null {
-  const o = parseObject(text);
+  const o = parseJsonObject(text);
   if (!o) return null;
   return Object.fromEntries(ADDRESS_FIELDS.map((k) => [k, typeof o[k] === 'string' ? o[k] : null])) as BillingAddress;
 }

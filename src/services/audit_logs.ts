@@ -1,4 +1,5 @@
 import type { Ctx } from '../context.js';
+import { parseJsonObject } from '../json.js';
 import { badRequest, forbidden, notFound } from '../errors.js';
 import { paginate, type PageInput } from '../pagination.js';
 
@@ -10,16 +11,8 @@ type Row = {
   request_id: string | null; ip: string | null; metadata: string; created_at: string;
 };
 
-function parseMetadata(text: string): Record<string, unknown> {
-  try {
-    const v = JSON.parse(text) as unknown;
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-  } catch {
-    return {};
-  }
-}
 
-const present = (r: Row) => ({ ...r, metadata: parseMetadata(r.metadata) });
+const present = (r: Row) => ({ ...r, metadata: parseJsonObject(r.metadata) ?? {} });
 
 export interface AuditLogFilters {
   actor_id?: string; actor_type?: string; action?: string; resource_type?: string; resource_id?: string;

@@ -82,6 +82,15 @@ function parseWith(engine: Liquid, source: string): Template[] {
 
 const engineOf = (field: TemplateField) => (field === 'html_content' ? htmlEngine : plainEngine);
 
+/**
+ * The plain-text engine (strict, no HTML escaping: what subjects and text bodies use) for other
+ * domains' templates (prompts): parse through the shared cache, render, and describe an error as
+ * `line N: message`.
+ */
+export function plainLiquid() {
+  return { engine: plainEngine, parse: (source: string) => parseWith(plainEngine, source), describeError: describeLiquidError };
+}
+
 /** Parses each given field; throws one TemplateError naming every field that does not parse. */
 export function parseTemplateFields(fields: Partial<Record<TemplateField, string>>): void {
   const errors: Partial<Record<TemplateField, string>> = {};

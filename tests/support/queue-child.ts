@@ -12,6 +12,6 @@ defineJob('crash.slow', async () => {
   process.stdout.write('started\n');
   await new Promise(() => undefined);
 });
-const worker = new Worker(app.deps, { types: ['crash.slow'], leaseMs: 1500, pollMs: 20 });
+const worker = new Worker(app.deps, { types: ['crash.slow'], leaseMs: 5000, pollMs: 20 });
 await worker.start();
 process.stdout.write('ready\n');

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
@@ -22,19 +23,26 @@ export function testConfig(overrides: Partial<Config> = {}): Config {
     jwtSecret: 'test-jwt-secret-0123456789abcdef0123456789', secretsKey: Buffer.alloc(32, 7),
     adminUsername: 'admin', adminPassword: undefined, redisUrl: undefined,
     rateLimitPerHour: 100_000, rateLimitHealthPerHour: 100_000, rateLimitPublicFormPerHour: 100_000, logLevel: 'silent', bodyLimit: 1024 * 1024,
-    trustProxy: false, publicUrl: undefined, inProcessWorkers: false, dnsServers: [], dnsTimeoutMs: 2000, dnsNegativeTtl: 60, uploadLimitBytes: 64 * 1024 * 1024, outboundAllowlist: [], validateResponses: true, version: '0.1.0',
+    trustProxy: false, publicUrl: undefined, inProcessWorkers: false, orgConcurrency: 0, dnsServers: [], dnsTimeoutMs: 2000, dnsNegativeTtl: 60, uploadLimitBytes: 64 * 1024 * 1024, outboundAllowlist: [], validateResponses: true, version: '0.1.0',
     ...overrides,
   };
 }
 
-/** A fresh, migrated database: in-memory SQLite, or a new schema on TEST_DATABASE_URL's PostgreSQL. */
-export async function freshDb(): Promise<{ db: Db; drop(): Promise<void> }> {
+/**
+ * A fresh migrated database for one test file: a new schema on the PostgreSQL server named by
+ * TEST_DATABASE_URL, else SQLite in memory — or, with `shared`, in a temporary file, so that
+ * another process (a worker a test kills) can open it too: `url` and `schema` say where.
+ */
+export async function freshDb(opts: { shared?: boolean } = {}): Promise<{ db: Db; url: string; schema: string; drop(): Promise<void> }> {
   const url = process.env.TEST_DATABASE_URL;
   if (url) {
-    const schema = `t_${randomBytes(6).toString('hex')}`;
+    // The run's prefix comes from tests/global-setup.ts, which drops these schemas at the end.
+    const prefix = process.env.TEST_SCHEMA_PREFIX;
+    const schema = `${prefix ?? 't_'}${randomBytes(6).toString('hex')}`;
     const db = await openDatabase({ url, schema });
     const drop = async () => {
       await db.close();
+      if (prefix) return;
       const c = new pg.Client({ connectionString: url });
       await c.connect();
       await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
@@ -46,11 +54,19 @@ export async function freshDb(): Promise<{ db: Db; drop(): Promise<void> }> {
       await drop();
       throw err;
     }
-    return { db, drop };
+    return { db, url, schema, drop };
   }
-  const db = await openDatabase({ url: ':memory:' });
+  const dir = opts.shared ? mkdtempSync(join(tmpdir(), 'agentry-test-')) : null;
+  const file = dir ? join(dir, 'test.db') : ':memory:';
+  const db = await openDatabase({ url: file });
   await migrate(db);
-  return { db, drop: () => db.close() };
+  return {
+    db, url: file, schema: '',
+    drop: async () => {
+      await db.close();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 export interface Principal { userId: string; username: string; token: string; organizationId: string }

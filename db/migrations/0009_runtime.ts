@@ -124,10 +124,19 @@ export async function up(db: Kysely<any>): Promise<void> {
   await db.schema.createIndex('run_steps_org_time_idx').on('run_steps').columns(['organization_id', 'created_at', 'cost']).execute();
   await db.schema.createIndex('run_steps_agent_time_idx').on('run_steps').columns(['agent_id', 'created_at', 'cost']).execute();
 
-  // ORG_CONCURRENCY counts an organization's running jobs when a worker claims one (runs are jobs).
-  await db.schema.createIndex('jobs_org_status_idx').on('jobs').columns(['organization_id', 'status']).execute();
-  // A claim walks the due jobs in priority order (many runs may wait behind a full concurrency key).
-  await sql`create index jobs_claim_idx on jobs (status, priority desc, run_at, id)`.execute(db);
+  // The queue's indexes, rebuilt as partial indexes: each holds only the jobs in one status, so
+  // a job changing status touches two small indexes instead of every status-led one (a claim
+  // and a completion wrote ~8 pages each), and finished jobs weigh on none of them.
+  // - Due jobs, in the order a claim walks them (many runs may wait behind a full concurrency key).
+  await sql`create index jobs_claim_idx on jobs (priority desc, run_at, id) where status = 'queued'`.execute(db);
+  // - Running jobs by lease: expired leases, and the running counts per concurrency key and, for
+  //   ORG_CONCURRENCY, per organization (few rows: at most the workers' slots).
+  await sql`create index jobs_running_idx on jobs (locked_until) where status = 'running'`.execute(db);
+  // - Dead jobs by time, for the status page's job-queue check.
+  await sql`create index jobs_dead_idx on jobs (updated_at) where status = 'dead'`.execute(db);
+  await db.schema.dropIndex('jobs_due_idx').execute();
+  await db.schema.dropIndex('jobs_lease_idx').execute();
+  await db.schema.dropIndex('jobs_concurrency_idx').execute();
 
   // What a run's stream replays: status changes, steps, LLM token deltas, logs; ids are per run.
   await db.schema.createTable('run_events')
@@ -144,8 +153,12 @@ export async function up(db: Kysely<any>): Promise<void> {
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export async function down(db: Kysely<any>): Promise<void> {
-  await db.schema.dropIndex('jobs_org_status_idx').execute();
   await db.schema.dropIndex('jobs_claim_idx').execute();
+  await db.schema.dropIndex('jobs_running_idx').execute();
+  await db.schema.dropIndex('jobs_dead_idx').execute();
+  await db.schema.createIndex('jobs_due_idx').on('jobs').columns(['status', 'run_at', 'priority']).execute();
+  await db.schema.createIndex('jobs_lease_idx').on('jobs').columns(['status', 'locked_until']).execute();
+  await db.schema.createIndex('jobs_concurrency_idx').on('jobs').columns(['concurrency_key', 'status']).execute();
   await db.schema.dropTable('run_events').execute();
   await db.schema.dropTable('run_steps').execute();
   await db.schema.dropTable('runs').execute();

@@ -80,13 +80,18 @@ export async function getJob(db: Kysely<Database>, id: string): Promise<ClaimedJ
   return row ? { ...row, payload: JSON.parse(row.payload) } : undefined;
 }
 
+const LEASE_SWEEP_MS = 1000;
+/** Per database: when this process next looks for expired leases before due jobs. */
+const nextLeaseSweep = new WeakMap<Kysely<Database>, number>();
+
 /**
  * Claims the next due job (or one whose lease expired), or returns null.
  *
  * Which concurrency keys (and, with ORG_CONCURRENCY, organizations) are full is worked out once
  * per claim from the running jobs (few: at most the workers' slots), not once per candidate, so a
  * claim costs the same with ten or ten thousand jobs waiting behind a full key. Expired leases are
- * looked for first (`jobs_lease_idx`), then due jobs in priority order (`jobs_claim_idx`).
+ * looked for (`jobs_running_idx`) before due jobs (in priority order, `jobs_claim_idx`) once a second,
+ * and after them otherwise.
  */
 export async function claimJob(deps: Pick<Deps, 'db' | 'config'>, workerId: string, leaseMs: number, types?: string[], ids?: string[]): Promise<ClaimedJob | null> {
   const { kysely: db, dialect } = deps.db;
@@ -111,8 +116,17 @@ export async function claimJob(deps: Pick<Deps, 'db' | 'config'>, workerId: stri
     update jobs set status = 'running', locked_by = ${workerId}, locked_until = ${until}, attempts = attempts + 1, updated_at = ${now}
     where id = (${candidates} ${lock})
     returning *`.execute(db)).rows[0];
-  const row = await claim(sql`select j.id from jobs j where j.status = 'running' and j.locked_until < ${now} ${filters} order by j.locked_until limit 1`)
-    ?? await claim(sql`select j.id from jobs j where j.status = 'queued' and j.run_at <= ${now} ${filters} order by j.priority desc, j.run_at asc, j.id asc limit 1`);
+  const expired = () => claim(sql`select j.id from jobs j where j.status = 'running' and j.locked_until < ${now} ${filters} order by j.locked_until limit 1`);
+  const due = () => claim(sql`select j.id from jobs j where j.status = 'queued' and j.run_at <= ${now} ${filters} order by j.priority desc, j.run_at asc, j.id asc limit 1`);
+  // Expired leases are looked for first at most once per LEASE_SWEEP_MS (a busy worker claims
+  // thousands of times a second, and leases last tens of seconds), and whenever nothing is due.
+  let row: JobsTable | undefined;
+  if (Date.now() >= (nextLeaseSweep.get(db) ?? 0)) {
+    nextLeaseSweep.set(db, Date.now() + LEASE_SWEEP_MS);
+    row = await expired() ?? await due();
+  } else {
+    row = await due() ?? await expired();
+  }
   return row ? { ...row, payload: JSON.parse(row.payload) } : null;
 }
 

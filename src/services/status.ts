@@ -84,14 +84,15 @@ async function databaseCheck(deps: Deps): Promise<CheckResult> {
   return { status: 'operational', latency_ms: latency, note: `${deps.db.dialect} answered` };
 }
 
+/** The statuses are literals so that the queue's partial indexes (one per status) serve these. */
 async function jobQueueCheck(deps: Deps): Promise<CheckResult> {
   const db = deps.db.kysely;
   const now = new Date();
   const [due, dead] = await Promise.all([
     db.selectFrom('jobs').select((eb) => [eb.fn.countAll<number>().as('n'), eb.fn.min('run_at').as('oldest')])
-      .where('status', '=', 'queued').where('run_at', '<=', now.toISOString()).executeTakeFirst(),
+      .where('status', '=', sql.lit('queued')).where('run_at', '<=', now.toISOString()).executeTakeFirst(),
     db.selectFrom('jobs').select((eb) => eb.fn.countAll<number>().as('n'))
-      .where('status', '=', 'dead').where('updated_at', '>=', new Date(now.getTime() - HOUR_MS).toISOString()).executeTakeFirst(),
+      .where('status', '=', sql.lit('dead')).where('updated_at', '>=', new Date(now.getTime() - HOUR_MS).toISOString()).executeTakeFirst(),
   ]);
   const dueCount = Number(due?.n ?? 0);
   const deadCount = Number(dead?.n ?? 0);

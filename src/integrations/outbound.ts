@@ -14,8 +14,8 @@ import { AppError, badRequest } from '../errors.js';
  * the host or a range holding the address.
  *
  * `fetchOutbound` connects to the very address that was checked (the check's DNS answer is handed
- * to the socket, so a second resolution cannot swap in another address), re-checks every
- * redirect, follows at most three, and is bounded in time.
+ * to the socket, so a second resolution cannot swap in another address), keeps connections alive
+ * per vetted address, re-checks every redirect, follows at most three, and is bounded in time.
  */
 
 export type OutboundConfig = Pick<Config, 'outboundAllowlist'>;
@@ -293,6 +293,21 @@ function pinnedLookup(address: ResolvedAddress): LookupFunction {
   }) as unknown as LookupFunction;
 }
 
+/**
+ * Keep-alive pools, as node's global agent has them (LIFO, idle sockets closed after 5 s), with
+ * one pool per host, port and vetted address: a socket is only ever reused for the address it
+ * was opened to, which was checked when it was opened.
+ */
+interface PinnedOptions { pinnedAddress?: string }
+class PinnedHttpAgent extends http.Agent {
+  override getName(options: http.ClientRequestArgs & PinnedOptions = {}): string { return `${super.getName(options)}:${options.pinnedAddress ?? ''}`; }
+}
+class PinnedHttpsAgent extends https.Agent {
+  override getName(options: https.RequestOptions & PinnedOptions = {}): string { return `${super.getName(options)}:${options.pinnedAddress ?? ''}`; }
+}
+const AGENT_OPTIONS = { keepAlive: true, scheduling: 'lifo', timeout: 5000 } as const;
+const agents = { http: new PinnedHttpAgent(AGENT_OPTIONS), https: new PinnedHttpsAgent(AGENT_OPTIONS) };
+
 function headersOf(res: IncomingMessage): Headers {
   const h = new Headers();
   for (const [k, v] of Object.entries(res.headers)) {
@@ -316,7 +331,7 @@ function requestOnce(target: VettedUrl, init: OutboundInit, method: string, head
       init.signal?.removeEventListener('abort', onAbort);
       if (err) reject(err); else resolve(res!);
     };
-    const req = lib.request({
+    const req = lib.request(<http.RequestOptions & PinnedOptions>{
       protocol: url.protocol,
       host: target.host,
       port: url.port || (url.protocol === 'https:' ? 443 : 80),
@@ -325,7 +340,8 @@ function requestOnce(target: VettedUrl, init: OutboundInit, method: string, head
       headers: { host: url.host, 'user-agent': 'Agentry', ...headers, ...(body ? { 'content-length': String(body.length) } : {}) },
       auth: url.username ? `${decodeURIComponent(url.username)}:${decodeURIComponent(url.password)}` : undefined,
       lookup: pinnedLookup(target.addresses[0]),
-      agent: false,
+      agent: url.protocol === 'https:' ? agents.https : agents.http,
+      pinnedAddress: target.addresses[0].address,
       ...(url.protocol === 'https:' && !isIP(target.host) ? { servername: target.host } : {}),
     });
     const timer = setTimeout(() => {

@@ -9,7 +9,8 @@
  * Both sides: a fresh SQLite file (WAL, synchronous NORMAL, as src/db.ts), the same tool server
  * (a child process answering `{"ok":true,"n":…}` on keep-alive HTTP), the same concurrency (the
  * Worker's default, 4 jobs at a time), all runs enqueued first, then the clock runs until the last
- * one is done. Reported: steps per second of each, app/raw (target ≥ 0.5), in alternated rounds.
+ * one is done. Reported: steps per second of each, app/raw (target ≥ 0.5), in alternated rounds, and
+ * the CPU this process spent per step on each side (less at the mercy of a noisy machine).
  *
  * Then enqueue-to-start latency: with the Worker idle and waiting, runs are started one at a time
  * (`startRun`, as `POST /api/v1/agents/{id}/execute` does) and the time from the call to the first
@@ -69,7 +70,12 @@ async function startToolServer(): Promise<string> {
 
 // ---- raw: better-sqlite3 claim-and-complete ---------------------------------------------------
 
-async function rawRound(url: string, runs: number): Promise<number> {
+interface Round { rate: number; cpuUs: number }
+
+/** CPU of this process (user + system), in microseconds. */
+const cpuNow = () => { const c = process.cpuUsage(); return c.user + c.system; };
+
+async function rawRound(url: string, runs: number): Promise<Round> {
   const path = join(DIR, `raw-${newId('x')}.db`);
   const db = new BetterSqlite3(path);
   db.pragma('journal_mode = WAL');
@@ -89,6 +95,7 @@ async function rawRound(url: string, runs: number): Promise<number> {
   const step = db.prepare('insert into raw_steps (id, run_id, seq, output, latency_ms, created_at) values (?, ?, ?, ?, ?, ?)');
   const done = db.prepare(`update raw_jobs set status = 'succeeded', result = ?, locked_by = null, locked_until = null, updated_at = ? where id = ?`);
   const t0 = performance.now();
+  const c0 = cpuNow();
   const loop = async (worker: string) => {
     for (;;) {
       const at = new Date();
@@ -107,13 +114,14 @@ async function rawRound(url: string, runs: number): Promise<number> {
   };
   await Promise.all(Array.from({ length: CONCURRENCY }, (_, i) => loop(`raw:${i}`)));
   const seconds = (performance.now() - t0) / 1000;
+  const cpuUs = cpuNow() - c0;
   const steps = (db.prepare('select count(*) as n from raw_steps').get() as { n: number }).n;
   db.close();
   rmSync(path, { force: true });
   rmSync(`${path}-wal`, { force: true });
   rmSync(`${path}-shm`, { force: true });
   if (steps !== runs * STEPS) throw new Error(`raw recorded ${steps} steps, expected ${runs * STEPS}`);
-  return steps / seconds;
+  return { rate: steps / seconds, cpuUs: cpuUs / steps };
 }
 
 // ---- the app: the real engine ------------------------------------------------------------------
@@ -171,15 +179,17 @@ async function waitAllDone(side: AppSide, expected: number): Promise<void> {
   }
 }
 
-async function appRound(url: string, runs: number): Promise<number> {
+async function appRound(url: string, runs: number): Promise<Round> {
   const side = await openApp(url);
   try {
     for (let i = 0; i < runs; i++) await start(side);
     const worker = new Worker(side.app.deps, { concurrency: CONCURRENCY, types: ['runs.execute'] });
     const t0 = performance.now();
+    const c0 = cpuNow();
     await worker.start();
     await waitAllDone(side, runs);
     const seconds = (performance.now() - t0) / 1000;
+    const cpuUs = cpuNow() - c0;
     await worker.stop();
     const db = side.app.deps.db.kysely;
     const ok = await db.selectFrom('runs').select((eb) => eb.fn.countAll<number>().as('n')).where('status', '=', 'succeeded').executeTakeFirstOrThrow();
@@ -188,7 +198,7 @@ async function appRound(url: string, runs: number): Promise<number> {
       const failed = await db.selectFrom('runs').select(['status', 'error']).where('status', '<>', 'succeeded').limit(3).execute();
       throw new Error(`app: ${ok.n}/${runs} runs succeeded, ${steps.n} steps; e.g. ${JSON.stringify(failed)}`);
     }
-    return Number(steps.n) / seconds;
+    return { rate: Number(steps.n) / seconds, cpuUs: cpuUs / Number(steps.n) };
   } finally {
     await closeApp(side);
   }
@@ -226,19 +236,21 @@ async function main(): Promise<void> {
   // Warm-up: JIT, connection pools, the tool server.
   await rawRound(url, Math.min(100, RUNS));
   await appRound(url, Math.min(100, RUNS));
-  const raw: number[] = [];
-  const app: number[] = [];
+  const raw: Round[] = [];
+  const app: Round[] = [];
   for (let r = 0; r < ROUNDS; r++) {
     if (r % 2 === 0) { raw.push(await rawRound(url, RUNS)); app.push(await appRound(url, RUNS)); } else { app.push(await appRound(url, RUNS)); raw.push(await rawRound(url, RUNS)); }
-    log(`round ${r + 1}: raw ${fmt(raw[r])} steps/s, app ${fmt(app[r])} steps/s, app/raw ${fmt(app[r] / raw[r], 2)}`);
+    log(`round ${r + 1}: raw ${fmt(raw[r].rate)} steps/s (${fmt(raw[r].cpuUs)} µs CPU/step), app ${fmt(app[r].rate)} steps/s (${fmt(app[r].cpuUs)} µs CPU/step), app/raw ${fmt(app[r].rate / raw[r].rate, 2)}`);
   }
+  const rate = (xs: Round[]) => median(xs.map((x) => x.rate));
+  const cpu = (xs: Round[]) => median(xs.map((x) => x.cpuUs));
   log();
   log(table([
-    ['', 'steps/s (median)', 'per-round app/raw'],
-    ['raw better-sqlite3 loop', fmt(median(raw)), ''],
-    ['app (engine + Worker)', fmt(median(app)), app.map((a, i) => fmt(a / raw[i], 2)).join(' ')],
+    ['', 'steps/s (median)', 'µs CPU per step (median)', 'per-round app/raw'],
+    ['raw better-sqlite3 loop', fmt(rate(raw)), fmt(cpu(raw)), ''],
+    ['app (engine + Worker)', fmt(rate(app)), fmt(cpu(app)), app.map((a, i) => fmt(a.rate / raw[i].rate, 2)).join(' ')],
   ]));
-  log(`app/raw (medians): ${fmt(median(app) / median(raw), 2)} (target ≥ 0.5)`);
+  log(`app/raw (medians): ${fmt(rate(app) / rate(raw), 2)} by steps/s (target ≥ 0.5); ${fmt(cpu(raw) / cpu(app), 2)} by CPU per step`);
   const l = await latency(url, LATENCY_RUNS);
   log();
   log(`enqueue-to-start (startRun → the body's first line, in-process Worker, ${LATENCY_RUNS} runs one at a time): p50 ${fmt(l.p50, 2)} ms, p99 ${fmt(l.p99, 2)} ms, max ${fmt(l.max, 2)} ms`);

@@ -262,17 +262,19 @@ async function enqueueRunJob(trx: Tx, run: { id: string; organization_id: string
  */
 export async function startRun(deps: Deps, input: StartRunInput, more?: (trx: Tx, run: RunRecord) => Promise<void>): Promise<RunRecord> {
   const id = newId('run');
+  // The row as inserted (no read-back unless `more` may have changed it).
+  let row: RunRecord = {
+    ...runValues(input, 'queued', id), steps_count: 0, tokens_in: 0, tokens_out: 0, cost: 0, cancel_requested: 0,
+  };
   await deps.db.kysely.transaction().execute(async (trx) => {
-    const values = runValues(input, 'queued', id);
-    await trx.insertInto('runs').values(values).execute();
-    await appendEvent(trx, values, 'status', { status: 'queued' });
-    const row = (await loadRun(trx, id))!;
+    await trx.insertInto('runs').values(row).execute();
+    await appendEvent(trx, row, 'status', { status: 'queued' });
     if (more) await more(trx, row);
-    await enqueueRunJob(trx, row);
+    row = { ...row, job_id: await enqueueRunJob(trx, row) };
   });
   deps.counts.invalidate(input.organizationId, 'runs');
   notify(id);
-  return (await loadRun(deps.db.kysely, id))!;
+  return more ? (await loadRun(deps.db.kysely, id))! : row;
 }
 
 /** Enqueues the run's job again (after an approval or a rejection). */
@@ -394,13 +396,19 @@ class Execution implements RunContext {
     return { seq, prior };
   }
 
-  /** Inserts or updates step #seq (same transaction as its event and the run's steps_count). */
+  /**
+   * Inserts step #seq, or updates it with the columns of `set` that change (a column left as it
+   * is keeps its index entries untouched). Returns the row as written, without reading it back:
+   * steps are only ever set to values, never to SQL expressions.
+   */
   private async writeStep(trx: Tx, seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string): Promise<StepRecord> {
-    // The row as written (values only: no SQL expressions are set on steps), without reading it back.
     let row: StepRecord;
-    if (prior) {
-      await trx.updateTable('run_steps').set(set).where('id', '=', prior.id).execute();
-      row = { ...prior, ...(set as Partial<StepRecord>) };
+    // The latest row written in this execution (a caller's copy may be older).
+    const last = prior && (this.steps.get(seq) ?? prior);
+    if (last) {
+      const changed = Object.fromEntries(Object.entries(set).filter(([k, v]) => last[k as keyof StepRecord] !== v));
+      if (Object.keys(changed).length) await trx.updateTable('run_steps').set(changed).where('id', '=', last.id).execute();
+      row = { ...last, ...(changed as Partial<StepRecord>) };
     } else {
       const now = nowIso();
       const values = {
@@ -410,7 +418,6 @@ class Execution implements RunContext {
         decision_comment: null, created_at: now, started_at: now, finished_at: null, ...set,
       };
       await trx.insertInto('run_steps').values(values).execute();
-      await trx.updateTable('runs').set({ steps_count: sql`steps_count + 1` }).where('id', '=', this.run.id).execute();
       row = { tokens_in: 0, tokens_out: 0, cost: 0, attempt: 1, reused: 0, ...(values as Partial<StepRecord>) } as StepRecord;
     }
     this.steps.set(seq, row);
@@ -425,10 +432,15 @@ class Execution implements RunContext {
     };
   }
 
-  /** Writes to step #seq, the run's totals and a step event in one transaction. */
+  /**
+   * Writes step #seq, the run's row (`runSet`, its steps_count for a new step) and a step event
+   * in one transaction. The run's row is updated first: on PostgreSQL that locks it, so that
+   * concurrent writers of one run take their event numbers one after the other.
+   */
   private async recordStep(seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string, runSet: Record<string, unknown> = {}): Promise<StepRecord> {
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      await trx.updateTable('runs').set({ ...runSet, updated_at: nowIso() }).where('id', '=', this.run.id).execute();
+      await trx.updateTable('runs').set({ ...runSet, ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
+        .where('id', '=', this.run.id).execute();
       const s = await this.writeStep(trx, seq, prior, set, type, name);
       await appendEvent(trx, this.run, 'step', this.stepEvent(s));
       return s;
@@ -461,7 +473,7 @@ class Execution implements RunContext {
         current = await this.recordStep(seq, current, {
           status: 'succeeded', output, error: null, tokens_in: tokensIn, tokens_out: tokensOut, cost,
           latency_ms: Date.now() - startedAt, attempt, model: result?.model ?? null, provider_id: result?.providerId ?? null, finished_at: nowIso(),
-        }, type, name, { tokens_in: sql`tokens_in + ${tokensIn}`, tokens_out: sql`tokens_out + ${tokensOut}`, cost: sql`cost + ${cost}` });
+        }, type, name, tokensIn || tokensOut || cost ? { tokens_in: sql<number>`tokens_in + ${tokensIn}`, tokens_out: sql<number>`tokens_out + ${tokensOut}`, cost: sql<number>`cost + ${cost}` } : {});
         return parse(output) as T;
       } catch (err) {
         await tokens.flush();
@@ -488,7 +500,7 @@ class Execution implements RunContext {
     if (prior?.status === 'succeeded') return;
     if (prior?.status === 'rejected') throw new RunRejected(seq, prior.decision_comment);
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      const parked = await trx.updateTable('runs').set({ status: 'awaiting_approval', updated_at: nowIso() })
+      const parked = await trx.updateTable('runs').set({ status: 'awaiting_approval', ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).where('status', '=', 'running').returningAll().executeTakeFirst();
       if (!parked) return null;
       const s = await this.writeStep(trx, seq, prior, {

@@ -3,7 +3,7 @@ import { Ajv, type ValidateFunction, type ErrorObject } from 'ajv';
 import type { Selectable } from 'kysely';
 import type { ToolsTable } from '../../db/schema/tools.js';
 import type { Ctx, Deps } from '../context.js';
-import { containsText, isUniqueViolation } from '../db.js';
+import { containsText, isUniqueViolation, prepared } from '../db.js';
 import { AppError, badRequest, conflict, notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import type { ToolSpec } from '../integrations/llm.js';
@@ -646,6 +646,9 @@ async function executeHttp(deps: Deps, org: string, row: Row, input: Record<stri
  * most 1 MiB of response). Failures are ToolErrors (see `retryable`). `agentId` scopes
  * memory_search to the calling agent's memories (and the organization's shared ones).
  */
+/** The tool an agent calls by name: on every tool step, so built and compiled once. */
+const toolByName = prepared((k) => k.selectFrom('tools').select(COLUMNS).where('organization_id', '=', '').where('name', '=', ''));
+
 export async function executeTool(
   deps: Deps, organizationId: string, name: string, input: unknown,
   opts: { agentId?: string | null; signal?: AbortSignal; includeDisabled?: boolean } = {},
@@ -662,8 +665,7 @@ export async function executeTool(
       throw new ToolError('internal', `${name} failed: ${(err as Error)?.message ?? String(err)}`, { retryable: true });
     }
   }
-  const row = await deps.db.kysely.selectFrom('tools').select(COLUMNS).where('organization_id', '=', organizationId).where('name', '=', name)
-    .executeTakeFirst() as Row | undefined;
+  const [row] = await toolByName(deps.db, [organizationId, name]) as Row[];
   if (!row) throw new ToolError('unknown_tool', `No tool named ${name}`);
   if (Number(row.enabled) !== 1 && !opts.includeDisabled) throw new ToolError('tool_disabled', `The tool ${name} is disabled`);
   const value = validateInput(row.input_schema, input);

@@ -6,7 +6,7 @@
  * same process: claim a job (one UPDATE … RETURNING), three times call the tool server and insert
  * the step's result, mark the job done.
  *
- * Both sides: a fresh SQLite file (WAL, synchronous NORMAL, as src/db.ts), the same tool server
+ * Both sides: a fresh SQLite file (WAL, synchronous NORMAL, the same checkpoint threshold, as src/db.ts), the same tool server
  * (a child process answering `{"ok":true,"n":…}` on keep-alive HTTP), the same concurrency (the
  * Worker's default, 4 jobs at a time), all runs enqueued first, then the clock runs until the last
  * one is done. Reported: steps per second of each, app/raw (target ≥ 0.5), in alternated rounds, and
@@ -28,7 +28,7 @@ import pino from 'pino';
 import { buildApp, type App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import type { Ctx } from '../src/context.js';
-import { migrate, openDatabase } from '../src/db.js';
+import { migrate, openDatabase, WAL_AUTOCHECKPOINT_PAGES } from '../src/db.js';
 import { Worker } from '../src/engine/queue.js';
 import { defineRunKind, startRun, TERMINAL_STATUSES } from '../src/engine/runs.js';
 import { newId } from '../src/ids.js';
@@ -81,6 +81,7 @@ async function rawRound(url: string, runs: number): Promise<Round> {
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
   db.pragma('busy_timeout = 5000');
+  db.pragma(`wal_autocheckpoint = ${WAL_AUTOCHECKPOINT_PAGES}`);
   db.exec(`
     create table raw_jobs (id text primary key, status text not null, run_at text not null, locked_by text, locked_until text,
       attempts integer not null default 0, payload text not null, result text, updated_at text);

@@ -364,6 +364,15 @@ class Execution implements RunContext {
   readonly signal: AbortSignal;
   private next = 0;
   private readonly steps = new Map<number, StepRecord>();
+  /**
+   * A step's success, not yet written: it goes into the transaction of the next write of this
+   * run (usually the next step's start, which must be durable before that step runs anyway), or
+   * on its own at the next turn of the event loop if nothing comes first. One commit per step.
+   */
+  private pending: { row: StepRecord; changed: Record<string, unknown> } | null = null;
+  private flushing: Promise<void> | null = null;
+  /** Set once executeRun is done with this execution: nothing more is written (the run may be another worker's by then). */
+  private closed = false;
 
   constructor(
     readonly deps: Deps, run: RunRecord, steps: StepRecord[], private readonly controller: AbortController,
@@ -434,11 +443,14 @@ class Execution implements RunContext {
 
   /**
    * Writes step #seq, the run's row (`runSet`, its steps_count for a new step) and a step event
-   * in one transaction. The run's row is updated first: on PostgreSQL that locks it, so that
-   * concurrent writers of one run take their event numbers one after the other.
+   * in one transaction, after the pending success if there is one. The run's row is updated
+   * first: on PostgreSQL that locks it, so that concurrent writers of one run take their event
+   * numbers one after the other.
    */
   private async recordStep(seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string, runSet: Record<string, unknown> = {}): Promise<StepRecord> {
+    if (this.flushing) await this.flushing.catch(() => undefined);
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
+      await this.writePending(trx);
       await trx.updateTable('runs').set({ ...runSet, ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).execute();
       const s = await this.writeStep(trx, seq, prior, set, type, name);
@@ -447,6 +459,53 @@ class Execution implements RunContext {
     }));
     notify(this.run.id);
     return row;
+  }
+
+  /** Records a free step's success as pending (see `pending`); returns the row as it will be written. */
+  private deferStep(seq: number, set: Updateable<RunStepsTable>): StepRecord {
+    const last = this.steps.get(seq)!;
+    const changed = Object.fromEntries(Object.entries(set).filter(([k, v]) => last[k as keyof StepRecord] !== v));
+    const row = { ...last, ...(changed as Partial<StepRecord>) };
+    this.steps.set(seq, row);
+    this.pending = { row, changed };
+    setImmediate(() => { void this.flush().catch(() => undefined); });
+    return row;
+  }
+
+  /** Writes the pending success in `trx` (the caller commits it). */
+  private async writePending(trx: Tx): Promise<void> {
+    const p = this.pending;
+    if (!p) return;
+    this.pending = null;
+    try {
+      await trx.updateTable('runs').set({ updated_at: nowIso() }).where('id', '=', this.run.id).execute();
+      if (Object.keys(p.changed).length) await trx.updateTable('run_steps').set(p.changed).where('id', '=', p.row.id).execute();
+      await appendEvent(trx, this.run, 'step', this.stepEvent(p.row));
+    } catch (err) {
+      this.pending ??= p;
+      throw err;
+    }
+  }
+
+  /** Writes the pending success, if any, in a transaction of its own. */
+  flush(): Promise<void> {
+    if (!this.pending || this.closed) return this.flushing ?? Promise.resolve();
+    const run = async () => {
+      if (this.flushing) await this.flushing.catch(() => undefined);
+      if (!this.pending || this.closed) return;
+      const p = this.pending;
+      try {
+        await this.infra(() => this.db().transaction().execute((trx) => this.writePending(trx)));
+      } catch (err) {
+        // Kept for the next write of this run (a failed transaction wrote nothing).
+        this.pending ??= p;
+        throw err;
+      }
+      notify(this.run.id);
+    };
+    const f = run().finally(() => { if (this.flushing === f) this.flushing = null; });
+    this.flushing = f;
+    return f;
   }
 
   async step<T>(type: string, name: string, input: unknown, fn: (s: StepHelpers) => Promise<StepResult<T>>): Promise<T> {
@@ -470,10 +529,15 @@ class Execution implements RunContext {
         const tokensIn = Math.max(0, Math.round(Number(usage.input_tokens) || 0));
         const tokensOut = Math.max(0, Math.round(Number(usage.output_tokens) || 0));
         const output = json(result?.output);
-        current = await this.recordStep(seq, current, {
+        const success = {
           status: 'succeeded', output, error: null, tokens_in: tokensIn, tokens_out: tokensOut, cost,
           latency_ms: Date.now() - startedAt, attempt, model: result?.model ?? null, provider_id: result?.providerId ?? null, finished_at: nowIso(),
-        }, type, name, tokensIn || tokensOut || cost ? { tokens_in: sql<number>`tokens_in + ${tokensIn}`, tokens_out: sql<number>`tokens_out + ${tokensOut}`, cost: sql<number>`cost + ${cost}` } : {});
+        };
+        // A paid step's success is written before the body goes on (its spend is what budgets
+        // read next); a free one's rides with the next write of the run.
+        current = tokensIn || tokensOut || cost
+          ? await this.recordStep(seq, current, success, type, name, { tokens_in: sql<number>`tokens_in + ${tokensIn}`, tokens_out: sql<number>`tokens_out + ${tokensOut}`, cost: sql<number>`cost + ${cost}` })
+          : this.deferStep(seq, success);
         return parse(output) as T;
       } catch (err) {
         await tokens.flush();
@@ -500,6 +564,7 @@ class Execution implements RunContext {
     if (prior?.status === 'succeeded') return;
     if (prior?.status === 'rejected') throw new RunRejected(seq, prior.decision_comment);
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
+      await this.writePending(trx);
       const parked = await trx.updateTable('runs').set({ status: 'awaiting_approval', ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).where('status', '=', 'running').returningAll().executeTakeFirst();
       if (!parked) return null;
@@ -516,6 +581,7 @@ class Execution implements RunContext {
   }
 
   async log(message: string, data?: object): Promise<void> {
+    await this.flush();
     await this.infra(() => appendRunEvent(this.deps, this.run, 'log', { message, ...(data ? { data } : {}) }));
   }
 
@@ -545,6 +611,12 @@ class Execution implements RunContext {
   }
 
   controllerAbort(reason: Error): void { this.controller.abort(reason); }
+
+  /** Ends this execution's writes; a success still pending is dropped (its step runs again on resume). */
+  close(): void {
+    this.closed = true;
+    this.pending = null;
+  }
 }
 
 const jsonError = (err: unknown) => errorMessage(err).slice(0, 4000);
@@ -621,6 +693,10 @@ export async function executeRun(deps: Deps, runId: string, jobSignal: AbortSign
     runBus.off(`cancel:${runId}`, onCancel);
     jobSignal.removeEventListener('abort', onJobAbort);
   }
+  // The last step's success, if still pending, is written before the run's outcome.
+  const unflushed = await exec.flush().then(() => null, (err: unknown) => err);
+  exec.close();
+  if (unflushed && !(failure instanceof Parked)) failure = unflushed;
 
   if (failure instanceof Parked) return { status: 'awaiting_approval' };
   const reason = controller.signal.aborted ? controller.signal.reason : null;

@@ -448,9 +448,11 @@ class Execution implements RunContext {
    * numbers one after the other.
    */
   private async recordStep(seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string, runSet: Record<string, unknown> = {}): Promise<StepRecord> {
+    // Taken now, before any wait, so that the event loop's flush does not write it apart.
+    const pending = this.takePending();
     if (this.flushing) await this.flushing.catch(() => undefined);
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      await this.writePending(trx);
+      await this.writePending(trx, pending);
       await trx.updateTable('runs').set({ ...runSet, ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).execute();
       const s = await this.writeStep(trx, seq, prior, set, type, name);
@@ -472,17 +474,24 @@ class Execution implements RunContext {
     return row;
   }
 
-  /** Writes the pending success in `trx` (the caller commits it). */
-  private async writePending(trx: Tx): Promise<void> {
+  private takePending() {
     const p = this.pending;
-    if (!p) return;
     this.pending = null;
+    return p;
+  }
+
+  /**
+   * Writes a success taken from `pending` in `trx` (the caller commits it). When the transaction
+   * fails, it is pending again, for the next write of this run.
+   */
+  private async writePending(trx: Tx, p: Execution['pending']): Promise<void> {
+    if (!p) return;
     try {
       await trx.updateTable('runs').set({ updated_at: nowIso() }).where('id', '=', this.run.id).execute();
       if (Object.keys(p.changed).length) await trx.updateTable('run_steps').set(p.changed).where('id', '=', p.row.id).execute();
       await appendEvent(trx, this.run, 'step', this.stepEvent(p.row));
     } catch (err) {
-      this.pending ??= p;
+      if (!this.closed) this.pending ??= p;
       throw err;
     }
   }
@@ -492,15 +501,10 @@ class Execution implements RunContext {
     if (!this.pending || this.closed) return this.flushing ?? Promise.resolve();
     const run = async () => {
       if (this.flushing) await this.flushing.catch(() => undefined);
-      if (!this.pending || this.closed) return;
-      const p = this.pending;
-      try {
-        await this.infra(() => this.db().transaction().execute((trx) => this.writePending(trx)));
-      } catch (err) {
-        // Kept for the next write of this run (a failed transaction wrote nothing).
-        this.pending ??= p;
-        throw err;
-      }
+      if (this.closed) return;
+      const p = this.takePending();
+      if (!p) return;
+      await this.infra(() => this.db().transaction().execute((trx) => this.writePending(trx, p)));
       notify(this.run.id);
     };
     const f = run().finally(() => { if (this.flushing === f) this.flushing = null; });
@@ -563,8 +567,9 @@ class Execution implements RunContext {
     const { seq, prior } = this.claimSeq('approval', name);
     if (prior?.status === 'succeeded') return;
     if (prior?.status === 'rejected') throw new RunRejected(seq, prior.decision_comment);
+    const pending = this.takePending();
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      await this.writePending(trx);
+      await this.writePending(trx, pending);
       const parked = await trx.updateTable('runs').set({ status: 'awaiting_approval', ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).where('status', '=', 'running').returningAll().executeTakeFirst();
       if (!parked) return null;

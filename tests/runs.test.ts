@@ -59,6 +59,11 @@ describe('runs: steps, memoization, totals', () => {
     expect(job).toMatchObject({ type: 'runs.execute', organization_id: env.orgA, concurrency_key: `agent:${agentId}`, concurrency_limit: RUNS_PER_AGENT });
     expect(JSON.parse(job.payload)).toEqual({ run_id: run.id });
     expect(await drain()).toBe(1);
+    // The job is marked done in the transaction that records the run's success.
+    const done = await env.db.kysely.selectFrom('jobs').selectAll().where('id', '=', run.job_id!).executeTakeFirstOrThrow();
+    expect(done).toMatchObject({ status: 'succeeded', locked_by: null, locked_until: null, attempts: 1 });
+    expect(JSON.parse(done.result!)).toEqual({ status: 'succeeded' });
+    expect(done.finished_at).toBeTruthy();
     const shown = await getRun(run.id);
     expect(shown).toMatchObject({
       id: run.id, status: 'succeeded', agent_id: agentId, kind: 't.two_steps', input: { q: 'hello' }, error: null, error_code: null,
@@ -250,9 +255,14 @@ describe('runs: retries and failures', () => {
   });
   it('a bookkeeping failure hands the run back to the queue (waiting); the unrecorded step runs again on resume', async () => {
     const attempts: number[] = [];
-    defineRunKind('t.infra', async (rc) => rc.step('tool', 'once', {}, async ({ attempt }) => { attempts.push(attempt); return { output: attempt }; }));
+    defineRunKind('t.infra', async (rc) => {
+      const a = await rc.step('tool', 'once', {}, async ({ attempt }) => { attempts.push(attempt); return { output: attempt }; });
+      await rc.step('tool', 'then', {}, async () => ({ output: null }));
+      return a;
+    });
     const run = await start('t.infra');
-    // A database that fails the transaction recording the step's success (the 3rd of this execution: running, step started, step succeeded).
+    // A database that fails the transaction recording the first step's success (the 3rd of this
+    // execution: running, "once" started, "then" started with the success of "once").
     let transactions = 0;
     const real = deps().db.kysely;
     const flaky = new Proxy(real, {

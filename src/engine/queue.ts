@@ -39,7 +39,16 @@ export interface JobContext {
   signal: AbortSignal;
   /** Extends the lease now (the worker also does it on a timer). */
   heartbeat(): Promise<void>;
+  /**
+   * Marks the job succeeded in `trx`, the handler's own transaction with the writes that finish
+   * its work (one commit instead of two); the handler then returns JOB_COMPLETED. Throws when the
+   * worker no longer holds the job (the transaction then rolls back).
+   */
+  completeIn(trx: Kysely<Database>, result: unknown): Promise<void>;
 }
+
+/** What a handler returns when it has marked its job succeeded itself (`completeIn`). */
+export const JOB_COMPLETED = Symbol('job completed');
 
 export type JobHandler = (ctx: JobContext) => Promise<unknown>;
 
@@ -156,8 +165,14 @@ async function runClaimed(deps: Deps, job: ClaimedJob, workerId: string, leaseMs
   const timer = setInterval(() => { void heartbeat().catch(() => undefined); }, Math.max(50, leaseMs / 3));
   try {
     if (!def) throw new PermanentJobError(`no handler for job type "${job.type}"`);
-    const result = await def.handler({ deps, job, signal: controller.signal, heartbeat });
-    if (def.everyMs) {
+    const completeIn = async (trx: Kysely<Database>, result: unknown) => {
+      const done = await finish(trx, job, workerId, { status: 'succeeded', result: JSON.stringify(result ?? null), locked_by: null, locked_until: null, finished_at: nowIso() });
+      if (!done) throw new Error('lease lost');
+    };
+    const result = await def.handler({ deps, job, signal: controller.signal, heartbeat, completeIn });
+    if (result === JOB_COMPLETED) {
+      // Marked succeeded in the handler's transaction.
+    } else if (def.everyMs) {
       await finish(db, job, workerId, { status: 'queued', run_at: new Date(Date.now() + def.everyMs).toISOString(), attempts: 0, locked_by: null, locked_until: null, last_error: null, result: JSON.stringify(result ?? null) });
     } else {
       await finish(db, job, workerId, { status: 'succeeded', result: JSON.stringify(result ?? null), locked_by: null, locked_until: null, finished_at: nowIso() });

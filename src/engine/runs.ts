@@ -4,7 +4,7 @@ import type { Database } from '../../db/schema.js';
 import type { RunsTable, RunStatus, RunStepsTable } from '../../db/schema/runtime.js';
 import type { Deps } from '../context.js';
 import { newId, nowIso } from '../ids.js';
-import { backoffMs, defineJob, enqueue } from './queue.js';
+import { backoffMs, defineJob, enqueue, JOB_COMPLETED } from './queue.js';
 
 /**
  * Durable runs and steps.
@@ -199,14 +199,15 @@ const notify = (runId: string) => runBus.emit(`event:${runId}`);
 
 /**
  * Moves a run from one of `from` to a new status (with `set`), writing the `status` event, in
- * one transaction (`more` adds writes to it). Returns the updated row, or null when the run was
- * not in one of `from`.
+ * one transaction (`before` adds writes ahead of them, `more` after them). Returns the updated
+ * row, or null when the run was not in one of `from`.
  */
 export async function transitionRun(
   deps: Pick<Deps, 'db'> & Partial<Pick<Deps, 'counts'>>, runId: string, from: readonly string[], status: RunStatus, set: Updateable<RunsTable> = {},
-  more?: (trx: Tx, run: RunRecord) => Promise<void>,
+  more?: (trx: Tx, run: RunRecord) => Promise<void>, before?: (trx: Tx) => Promise<void>,
 ): Promise<RunRecord | null> {
   const row = await deps.db.kysely.transaction().execute(async (trx) => {
+    if (before) await before(trx);
     const updated = await trx.updateTable('runs').set({ ...set, status, updated_at: nowIso() })
       .where('id', '=', runId).where('status', 'in', [...from]).returningAll().executeTakeFirst();
     if (!updated) return null;
@@ -308,7 +309,8 @@ export async function runInline(deps: Deps, input: StartRunInput): Promise<{ run
 // ---------------------------------------------------------------------------------------------
 // Executing
 
-defineJob(RUN_JOB_TYPE, async ({ deps, job, signal }) => {
+defineJob(RUN_JOB_TYPE, async (ctx) => {
+  const { deps, job, signal } = ctx;
   const runId = job.payload.run_id;
   if (typeof runId !== 'string') throw new Error('runs.execute without run_id');
   if (job.attempts > job.max_attempts) {
@@ -316,7 +318,8 @@ defineJob(RUN_JOB_TYPE, async ({ deps, job, signal }) => {
     await failRun(deps, runId, ['queued', 'waiting', 'running'], 'worker_lost', `The run's worker stopped ${job.attempts - 1} times without finishing it`);
     return { status: 'failed' };
   }
-  return executeRun(deps, runId, signal, { lastAttempt: job.attempts >= job.max_attempts });
+  const out = await executeRun(deps, runId, signal, { lastAttempt: job.attempts >= job.max_attempts, completeJob: ctx.completeIn });
+  return out.jobCompleted ? JOB_COMPLETED : { status: out.status };
 });
 
 /** Coalesces token deltas into `token` events (per ~75 ms or 256 characters), in order. */
@@ -617,6 +620,12 @@ class Execution implements RunContext {
 
   controllerAbort(reason: Error): void { this.controller.abort(reason); }
 
+  /** Takes the success still pending, if any, for the run's outcome to write (`writeTaken`). */
+  takeLast(): Execution['pending'] { return this.takePending(); }
+
+  /** Writes a success taken by `takeLast` in the caller's transaction. */
+  writeTaken(trx: Tx, p: Execution['pending']): Promise<void> { return this.writePending(trx, p); }
+
   /** Ends this execution's writes; a success still pending is dropped (its step runs again on resume). */
   close(): void {
     this.closed = true;
@@ -635,7 +644,10 @@ async function failRun(deps: Deps, runId: string, from: readonly string[], code:
  * the run's status at the end of this execution. Throws only for the queue to retry (bookkeeping
  * failures, worker shutdown).
  */
-export async function executeRun(deps: Deps, runId: string, jobSignal: AbortSignal, opts: { lastAttempt: boolean }): Promise<{ status: string }> {
+export async function executeRun(
+  deps: Deps, runId: string, jobSignal: AbortSignal,
+  opts: { lastAttempt: boolean; completeJob?: (trx: Tx, result: unknown) => Promise<void> },
+): Promise<{ status: string; jobCompleted?: boolean }> {
   const db = deps.db.kysely;
   let run = await loadRun(db, runId);
   if (!run) return { status: 'missing' };
@@ -698,8 +710,11 @@ export async function executeRun(deps: Deps, runId: string, jobSignal: AbortSign
     runBus.off(`cancel:${runId}`, onCancel);
     jobSignal.removeEventListener('abort', onJobAbort);
   }
-  // The last step's success, if still pending, is written before the run's outcome.
-  const unflushed = await exec.flush().then(() => null, (err: unknown) => err);
+  // The last step's success, if still pending, is written with the run's success, or before any
+  // other outcome.
+  const succeeding = !failure && !controller.signal.aborted;
+  const last = succeeding ? exec.takeLast() : null;
+  const unflushed = succeeding ? null : await exec.flush().then(() => null, (err: unknown) => err);
   exec.close();
   if (unflushed && !(failure instanceof Parked)) failure = unflushed;
 
@@ -732,8 +747,12 @@ export async function executeRun(deps: Deps, runId: string, jobSignal: AbortSign
     await failRun(deps, runId, ['running'], code, jsonError(failure));
     return { status: 'failed' };
   }
-  const done = await transitionRun(deps, runId, ['running'], 'succeeded', { output: json(output), finished_at: nowIso() });
-  return { status: done ? 'succeeded' : ((await loadRun(db, runId))?.status ?? 'missing') };
+  // The job is marked done in the same transaction, when the worker passed the means.
+  const done = await transitionRun(deps, runId, ['running'], 'succeeded', { output: json(output), finished_at: nowIso() },
+    opts.completeJob ? (trx) => opts.completeJob!(trx, { status: 'succeeded' }) : undefined,
+    (trx) => exec.writeTaken(trx, last));
+  if (done) return { status: 'succeeded', jobCompleted: !!opts.completeJob };
+  return { status: (await loadRun(db, runId))?.status ?? 'missing' };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -212,3 +212,36 @@ describe('fetchOutbound', () => {
     await expect(p).rejects.toThrow('stop');
   });
 });
+
+describe('fetchOutbound: kept-alive connections', () => {
+  const listen = (s: Server, port: number, host: string) => new Promise<void>((resolve, reject) => { s.once('error', reject); s.listen(port, host, () => resolve()); });
+  const close = (s: Server) => { s.closeAllConnections(); return new Promise((r) => s.close(r)); };
+
+  it('reuses a connection for one host and vetted address, and never for another address of the same name', async () => {
+    const connections: string[] = [];
+    const handler = (req: IncomingMessage, res: ServerResponse) => { res.writeHead(200); res.end(req.socket.localAddress); };
+    const a = createServer(handler).on('connection', (s) => connections.push(s.localAddress!));
+    await listen(a, 0, '127.0.0.1');
+    const port = (a.address() as AddressInfo).port;
+    const b = createServer(handler).on('connection', (s) => connections.push(s.localAddress!));
+    await listen(b, port, '127.0.0.2');
+    try {
+      const allow = { outboundAllowlist: ['127.0.0.0/8'] };
+      const get = async (address: string) => {
+        const res = await fetchOutbound(`http://svc.test:${port}/`, allow, { resolve: fakeDns({ 'svc.test': [address] }) });
+        const body = await res.text();
+        await new Promise((r) => setImmediate(r));
+        return body;
+      };
+      for (let i = 0; i < 3; i++) expect(await get('127.0.0.1')).toBe('127.0.0.1');
+      expect(connections).toEqual(['127.0.0.1']);
+      // The name now resolves elsewhere: the open connection to the old address is not used for it.
+      expect(await get('127.0.0.2')).toBe('127.0.0.2');
+      expect(await get('127.0.0.1')).toBe('127.0.0.1');
+      expect(connections).toEqual(['127.0.0.1', '127.0.0.2']);
+    } finally {
+      await close(a);
+      await close(b);
+    }
+  });
+});

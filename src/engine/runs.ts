@@ -243,17 +243,22 @@ function runValues(input: StartRunInput, status: RunStatus, id: string) {
     id, organization_id: input.organizationId, project_id: input.projectId ?? null, agent_id: input.agentId,
     kind: input.kind, trigger: input.trigger, status, input: json(input.input), output: null, error: null, error_code: null,
     policy: json(input.policy ?? {}), parent_run_id: input.parentRunId ?? null, replay_from_seq: input.replayFromSeq ?? null,
-    job_id: null, created_by: input.createdBy ?? null, created_at: now, started_at: null, finished_at: null, updated_at: now,
+    job_id: newId('job'), created_by: input.createdBy ?? null, created_at: now, started_at: null, finished_at: null, updated_at: now,
   };
 }
 
-async function enqueueRunJob(trx: Tx, run: { id: string; organization_id: string; agent_id: string | null }, runAt?: Date): Promise<string> {
+/**
+ * Enqueues the run's job. A run inserted with its `job_id` already set (a new run) gets the job
+ * of that id; otherwise the run's `job_id` is pointed at the new job.
+ */
+async function enqueueRunJob(trx: Tx, run: { id: string; organization_id: string; agent_id: string | null; job_id?: string | null }, runAt?: Date): Promise<string> {
   const jobId = await enqueue(trx, {
+    ...(run.job_id ? { id: run.job_id } : {}),
     type: RUN_JOB_TYPE, payload: { run_id: run.id }, organizationId: run.organization_id, maxAttempts: 10,
     ...(run.agent_id ? { concurrencyKey: `agent:${run.agent_id}`, concurrencyLimit: RUNS_PER_AGENT } : {}),
     ...(runAt ? { runAt } : {}),
   });
-  await trx.updateTable('runs').set({ job_id: jobId }).where('id', '=', run.id).execute();
+  if (!run.job_id) await trx.updateTable('runs').set({ job_id: jobId }).where('id', '=', run.id).execute();
   return jobId;
 }
 
@@ -271,7 +276,7 @@ export async function startRun(deps: Deps, input: StartRunInput, more?: (trx: Tx
     await trx.insertInto('runs').values(row).execute();
     await appendEvent(trx, row, 'status', { status: 'queued' });
     if (more) await more(trx, row);
-    row = { ...row, job_id: await enqueueRunJob(trx, row) };
+    await enqueueRunJob(trx, row);
   });
   deps.counts.invalidate(input.organizationId, 'runs');
   notify(id);
@@ -280,7 +285,7 @@ export async function startRun(deps: Deps, input: StartRunInput, more?: (trx: Tx
 
 /** Enqueues the run's job again (after an approval or a rejection). */
 export async function resumeRunJob(trx: Tx, run: { id: string; organization_id: string; agent_id: string | null }): Promise<string> {
-  return enqueueRunJob(trx, run);
+  return enqueueRunJob(trx, { id: run.id, organization_id: run.organization_id, agent_id: run.agent_id });
 }
 
 /**

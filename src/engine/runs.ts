@@ -269,7 +269,7 @@ async function enqueueRunJob(trx: Tx, run: { id: string; organization_id: string
 export async function startRun(deps: Deps, input: StartRunInput, more?: (trx: Tx, run: RunRecord) => Promise<void>): Promise<RunRecord> {
   const id = newId('run');
   // The row as inserted (no read-back unless `more` may have changed it).
-  let row: RunRecord = {
+  const row: RunRecord = {
     ...runValues(input, 'queued', id), steps_count: 0, tokens_in: 0, tokens_out: 0, cost: 0, cancel_requested: 0,
   };
   await deps.db.kysely.transaction().execute(async (trx) => {

@@ -114,7 +114,7 @@ describe('runs: steps, memoization, totals', () => {
   });
 });
 
-describe('runs: one commit per free step', () => {
+describe('runs: what is committed when', () => {
   /** Counts the transactions executeRun opens on the database. */
   const counting = () => {
     const real = deps().db.kysely;
@@ -129,51 +129,27 @@ describe('runs: one commit per free step', () => {
     return { counter, deps: { ...deps(), db: { ...deps().db, kysely } } as Deps };
   };
 
-  it("a free step's success is written with the next step's start; a paid one's at once, before the body goes on", async () => {
+  it("each step's start is committed before it runs and its success before the body goes on; the run's success and its job's completion together", async () => {
     const seen: string[] = [];
-    defineRunKind('t.free_steps', async (rc) => {
+    const look = async (runId: string) => {
+      const rows = await env.db.kysely.selectFrom('run_steps').select(['name', 'status']).where('run_id', '=', runId).orderBy('seq').execute();
+      seen.push(rows.map((r) => `${r.name}:${r.status}`).join(' '));
+    };
+    defineRunKind('t.committed', async (rc) => {
       const a = await rc.step('tool', 'a', {}, async () => ({ output: 1 }));
-      const b = await rc.step('tool', 'b', {}, async () => {
-        // Step a's success is durable before step b runs.
-        const rows = await env.db.kysely.selectFrom('run_steps').select(['name', 'status']).where('run_id', '=', rc.run.id).orderBy('seq').execute();
-        seen.push(rows.map((r) => `${r.name}:${r.status}`).join(' '));
-        return { output: 2 };
-      });
-      const c = await rc.step('llm', 'c', {}, async () => ({ output: 3, cost: 0.01, usage: { input_tokens: 3, output_tokens: 4 } }));
-      return a + b + c;
+      await look(rc.run.id);
+      const b = await rc.step('llm', 'b', {}, async () => { await look(rc.run.id); return { output: 2, cost: 0.01, usage: { input_tokens: 3, output_tokens: 4 } }; });
+      return a + b;
     });
-    const run = await start('t.free_steps');
+    const run = await start('t.committed');
     const { counter, deps: counted } = counting();
     await executeRun(counted, run.id, new AbortController().signal, { lastAttempt: true });
-    expect(seen).toEqual(['a:succeeded b:running']);
-    // running; a started; b started (with a's success); c started (with b's success); c succeeded (paid: at once); the outcome.
+    expect(seen).toEqual(['a:succeeded', 'a:succeeded b:running']);
+    // running; a started; a succeeded; b started; b succeeded; the outcome.
     expect(counter.transactions).toBe(6);
-    expect(await getRun(run.id)).toMatchObject({ status: 'succeeded', output: 6, steps_count: 3, cost: 0.01, tokens_in: 3, tokens_out: 4 });
-    const steps = await getSteps(run.id);
-    expect(steps.map((s) => [s.name, s.status, s.output])).toEqual([['a', 'succeeded', 1], ['b', 'succeeded', 2], ['c', 'succeeded', 3]]);
-    // The step events keep their order: each step's success comes before the next step's start.
+    expect(await getRun(run.id)).toMatchObject({ status: 'succeeded', output: 3, steps_count: 2, cost: 0.01, tokens_in: 3, tokens_out: 4 });
     const stepEvents = (await events(run.id)).filter((e) => e.type === 'step').map((e) => JSON.parse(e.data)).map((d) => `${d.name}:${d.status}`);
-    expect(stepEvents).toEqual(['a:running', 'a:succeeded', 'b:running', 'b:succeeded', 'c:running', 'c:succeeded']);
-  });
-
-  it("a free step's success is written on its own when the body waits before its next write", async () => {
-    const gate = deferred();
-    let during = '';
-    defineRunKind('t.free_then_wait', async (rc) => {
-      await rc.step('tool', 'a', {}, async () => ({ output: 'a' }));
-      await gate.promise;
-      return 'done';
-    });
-    const run = await start('t.free_then_wait');
-    const executing = executeRun(deps(), run.id, new AbortController().signal, { lastAttempt: true });
-    for (let i = 0; i < 200 && !during.endsWith('succeeded'); i++) {
-      await new Promise((r) => setTimeout(r, 5));
-      during = (await env.db.kysely.selectFrom('run_steps').select('status').where('run_id', '=', run.id).executeTakeFirst())?.status ?? '';
-    }
-    gate.resolve();
-    await executing;
-    expect(during).toBe('succeeded');
-    expect(await getRun(run.id)).toMatchObject({ status: 'succeeded', output: 'done' });
+    expect(stepEvents).toEqual(['a:running', 'a:succeeded', 'b:running', 'b:succeeded']);
   });
 });
 
@@ -262,7 +238,7 @@ describe('runs: retries and failures', () => {
     });
     const run = await start('t.infra');
     // A database that fails the transaction recording the first step's success (the 3rd of this
-    // execution: running, "once" started, "then" started with the success of "once").
+    // execution: running, "once" started, "once" succeeded).
     let transactions = 0;
     const real = deps().db.kysely;
     const flaky = new Proxy(real, {

@@ -199,15 +199,14 @@ const notify = (runId: string) => runBus.emit(`event:${runId}`);
 
 /**
  * Moves a run from one of `from` to a new status (with `set`), writing the `status` event, in
- * one transaction (`before` adds writes ahead of them, `more` after them). Returns the updated
- * row, or null when the run was not in one of `from`.
+ * one transaction (`more` adds writes to it). Returns the updated row, or null when the run was
+ * not in one of `from`.
  */
 export async function transitionRun(
   deps: Pick<Deps, 'db'> & Partial<Pick<Deps, 'counts'>>, runId: string, from: readonly string[], status: RunStatus, set: Updateable<RunsTable> = {},
-  more?: (trx: Tx, run: RunRecord) => Promise<void>, before?: (trx: Tx) => Promise<void>,
+  more?: (trx: Tx, run: RunRecord) => Promise<void>,
 ): Promise<RunRecord | null> {
   const row = await deps.db.kysely.transaction().execute(async (trx) => {
-    if (before) await before(trx);
     const updated = await trx.updateTable('runs').set({ ...set, status, updated_at: nowIso() })
       .where('id', '=', runId).where('status', 'in', [...from]).returningAll().executeTakeFirst();
     if (!updated) return null;
@@ -372,15 +371,6 @@ class Execution implements RunContext {
   readonly signal: AbortSignal;
   private next = 0;
   private readonly steps = new Map<number, StepRecord>();
-  /**
-   * A step's success, not yet written: it goes into the transaction of the next write of this
-   * run (usually the next step's start, which must be durable before that step runs anyway), or
-   * on its own at the next turn of the event loop if nothing comes first. One commit per step.
-   */
-  private pending: { row: StepRecord; changed: Record<string, unknown> } | null = null;
-  private flushing: Promise<void> | null = null;
-  /** Set once executeRun is done with this execution: nothing more is written (the run may be another worker's by then). */
-  private closed = false;
 
   constructor(
     readonly deps: Deps, run: RunRecord, steps: StepRecord[], private readonly controller: AbortController,
@@ -451,16 +441,11 @@ class Execution implements RunContext {
 
   /**
    * Writes step #seq, the run's row (`runSet`, its steps_count for a new step) and a step event
-   * in one transaction, after the pending success if there is one. The run's row is updated
-   * first: on PostgreSQL that locks it, so that concurrent writers of one run take their event
-   * numbers one after the other.
+   * in one transaction. The run's row is updated first: on PostgreSQL that locks it, so that
+   * concurrent writers of one run take their event numbers one after the other.
    */
   private async recordStep(seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string, runSet: Record<string, unknown> = {}): Promise<StepRecord> {
-    // Taken now, before any wait, so that the event loop's flush does not write it apart.
-    const pending = this.takePending();
-    if (this.flushing) await this.flushing.catch(() => undefined);
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      await this.writePending(trx, pending);
       await trx.updateTable('runs').set({ ...runSet, ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).execute();
       const s = await this.writeStep(trx, seq, prior, set, type, name);
@@ -469,55 +454,6 @@ class Execution implements RunContext {
     }));
     notify(this.run.id);
     return row;
-  }
-
-  /** Records a free step's success as pending (see `pending`); returns the row as it will be written. */
-  private deferStep(seq: number, set: Updateable<RunStepsTable>): StepRecord {
-    const last = this.steps.get(seq)!;
-    const changed = Object.fromEntries(Object.entries(set).filter(([k, v]) => last[k as keyof StepRecord] !== v));
-    const row = { ...last, ...(changed as Partial<StepRecord>) };
-    this.steps.set(seq, row);
-    this.pending = { row, changed };
-    setImmediate(() => { void this.flush().catch(() => undefined); });
-    return row;
-  }
-
-  private takePending() {
-    const p = this.pending;
-    this.pending = null;
-    return p;
-  }
-
-  /**
-   * Writes a success taken from `pending` in `trx` (the caller commits it). When the transaction
-   * fails, it is pending again, for the next write of this run.
-   */
-  private async writePending(trx: Tx, p: Execution['pending']): Promise<void> {
-    if (!p) return;
-    try {
-      await trx.updateTable('runs').set({ updated_at: nowIso() }).where('id', '=', this.run.id).execute();
-      if (Object.keys(p.changed).length) await trx.updateTable('run_steps').set(p.changed).where('id', '=', p.row.id).execute();
-      await appendEvent(trx, this.run, 'step', this.stepEvent(p.row));
-    } catch (err) {
-      if (!this.closed) this.pending ??= p;
-      throw err;
-    }
-  }
-
-  /** Writes the pending success, if any, in a transaction of its own. */
-  flush(): Promise<void> {
-    if (!this.pending || this.closed) return this.flushing ?? Promise.resolve();
-    const run = async () => {
-      if (this.flushing) await this.flushing.catch(() => undefined);
-      if (this.closed) return;
-      const p = this.takePending();
-      if (!p) return;
-      await this.infra(() => this.db().transaction().execute((trx) => this.writePending(trx, p)));
-      notify(this.run.id);
-    };
-    const f = run().finally(() => { if (this.flushing === f) this.flushing = null; });
-    this.flushing = f;
-    return f;
   }
 
   async step<T>(type: string, name: string, input: unknown, fn: (s: StepHelpers) => Promise<StepResult<T>>): Promise<T> {
@@ -541,15 +477,11 @@ class Execution implements RunContext {
         const tokensIn = Math.max(0, Math.round(Number(usage.input_tokens) || 0));
         const tokensOut = Math.max(0, Math.round(Number(usage.output_tokens) || 0));
         const output = json(result?.output);
-        const success = {
+        // Committed before the body goes on: a step that succeeded never runs again.
+        current = await this.recordStep(seq, current, {
           status: 'succeeded', output, error: null, tokens_in: tokensIn, tokens_out: tokensOut, cost,
           latency_ms: Date.now() - startedAt, attempt, model: result?.model ?? null, provider_id: result?.providerId ?? null, finished_at: nowIso(),
-        };
-        // A paid step's success is written before the body goes on (its spend is what budgets
-        // read next); a free one's rides with the next write of the run.
-        current = tokensIn || tokensOut || cost
-          ? await this.recordStep(seq, current, success, type, name, { tokens_in: sql<number>`tokens_in + ${tokensIn}`, tokens_out: sql<number>`tokens_out + ${tokensOut}`, cost: sql<number>`cost + ${cost}` })
-          : this.deferStep(seq, success);
+        }, type, name, tokensIn || tokensOut || cost ? { tokens_in: sql<number>`tokens_in + ${tokensIn}`, tokens_out: sql<number>`tokens_out + ${tokensOut}`, cost: sql<number>`cost + ${cost}` } : {});
         return parse(output) as T;
       } catch (err) {
         await tokens.flush();
@@ -575,9 +507,7 @@ class Execution implements RunContext {
     const { seq, prior } = this.claimSeq('approval', name);
     if (prior?.status === 'succeeded') return;
     if (prior?.status === 'rejected') throw new RunRejected(seq, prior.decision_comment);
-    const pending = this.takePending();
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      await this.writePending(trx, pending);
       const parked = await trx.updateTable('runs').set({ status: 'awaiting_approval', ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
         .where('id', '=', this.run.id).where('status', '=', 'running').returningAll().executeTakeFirst();
       if (!parked) return null;
@@ -594,7 +524,6 @@ class Execution implements RunContext {
   }
 
   async log(message: string, data?: object): Promise<void> {
-    await this.flush();
     await this.infra(() => appendRunEvent(this.deps, this.run, 'log', { message, ...(data ? { data } : {}) }));
   }
 
@@ -624,18 +553,6 @@ class Execution implements RunContext {
   }
 
   controllerAbort(reason: Error): void { this.controller.abort(reason); }
-
-  /** Takes the success still pending, if any, for the run's outcome to write (`writeTaken`). */
-  takeLast(): Execution['pending'] { return this.takePending(); }
-
-  /** Writes a success taken by `takeLast` in the caller's transaction. */
-  writeTaken(trx: Tx, p: Execution['pending']): Promise<void> { return this.writePending(trx, p); }
-
-  /** Ends this execution's writes; a success still pending is dropped (its step runs again on resume). */
-  close(): void {
-    this.closed = true;
-    this.pending = null;
-  }
 }
 
 const jsonError = (err: unknown) => errorMessage(err).slice(0, 4000);
@@ -715,13 +632,6 @@ export async function executeRun(
     runBus.off(`cancel:${runId}`, onCancel);
     jobSignal.removeEventListener('abort', onJobAbort);
   }
-  // The last step's success, if still pending, is written with the run's success, or before any
-  // other outcome.
-  const succeeding = !failure && !controller.signal.aborted;
-  const last = succeeding ? exec.takeLast() : null;
-  const unflushed = succeeding ? null : await exec.flush().then(() => null, (err: unknown) => err);
-  exec.close();
-  if (unflushed && !(failure instanceof Parked)) failure = unflushed;
 
   if (failure instanceof Parked) return { status: 'awaiting_approval' };
   const reason = controller.signal.aborted ? controller.signal.reason : null;
@@ -754,8 +664,7 @@ export async function executeRun(
   }
   // The job is marked done in the same transaction, when the worker passed the means.
   const done = await transitionRun(deps, runId, ['running'], 'succeeded', { output: json(output), finished_at: nowIso() },
-    opts.completeJob ? (trx) => opts.completeJob!(trx, { status: 'succeeded' }) : undefined,
-    (trx) => exec.writeTaken(trx, last));
+    opts.completeJob ? (trx) => opts.completeJob!(trx, { status: 'succeeded' }) : undefined);
   if (done) return { status: 'succeeded', jobCompleted: !!opts.completeJob };
   return { status: (await loadRun(db, runId))?.status ?? 'missing' };
 }

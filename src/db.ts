@@ -121,23 +121,56 @@ export async function ping(db: Db): Promise<boolean> {
 }
 
 /**
- * A query built and compiled once per database, then run with new parameters: for the few
- * queries on every request's path (token resolution), where building and compiling the SQL each
- * time would cost more than running it. `build` uses placeholder values; `run` passes the real
- * ones in the order their placeholders appear in the SQL.
+ * Queries built and compiled once per database (and per shape), then run with new parameters:
+ * for the queries on every request's path (token resolution) and every step of a run, where
+ * building and compiling the SQL each time would cost more than running it. `build` uses
+ * placeholder values; the parameters are passed in the order their placeholders appear in the SQL.
+ *
+ * `prepared(build)` is one query: call it to read (synchronously on SQLite when possible), or
+ * `.in(db, executor, parameters)` to run it in a transaction. `prepared.byShape(build)` compiles
+ * once per shape (say, the columns an update sets), the shape given with each call.
  */
-export function prepared<R>(build: (k: Kysely<Database>) => { compile(): CompiledQuery<R> }) {
+type Compilable<R> = { compile(): CompiledQuery<R> } | { compile(k: Kysely<Database>): CompiledQuery<R> };
+
+function compileWith<R>(k: Kysely<Database>, q: Compilable<R>): CompiledQuery<R> {
+  return (q as { compile(k?: Kysely<Database>): CompiledQuery<R> }).compile(k);
+}
+
+function checked<R>(q: CompiledQuery<R>, parameters: readonly unknown[]): CompiledQuery<R> {
+  if (q.parameters.length !== parameters.length) throw new Error(`prepared query takes ${q.parameters.length} parameters, got ${parameters.length}`);
+  return { ...q, parameters };
+}
+
+export function prepared<R>(build: (k: Kysely<Database>) => Compilable<R>) {
   const cache = new WeakMap<Kysely<Database>, CompiledQuery<R>>();
-  return async (db: Db, parameters: unknown[]): Promise<R[]> => {
+  const compiledFor = (db: Db): CompiledQuery<R> => {
     let q = cache.get(db.kysely);
     if (!q) {
-      q = build(db.kysely).compile();
-      if (q.parameters.length !== parameters.length) throw new Error(`prepared query takes ${q.parameters.length} parameters, got ${parameters.length}`);
+      q = compileWith(db.kysely, build(db.kysely));
       cache.set(db.kysely, q);
     }
-    return runRead(db, { ...q, parameters });
+    return q;
   };
+  const read = async (db: Db, parameters: unknown[]): Promise<R[]> => runRead(db, checked(compiledFor(db), parameters));
+  return Object.assign(read, {
+    /** Runs the query in `executor` (the database or a transaction of it). */
+    in: (db: Db, executor: Kysely<Database>, parameters: unknown[]) => executor.executeQuery<R>(checked(compiledFor(db), parameters)),
+  });
 }
+
+prepared.byShape = function byShape<S extends string, R = unknown>(build: (k: Kysely<Database>, shape: S) => Compilable<R>) {
+  const cache = new WeakMap<Kysely<Database>, Map<S, CompiledQuery<R>>>();
+  return (db: Db, executor: Kysely<Database>, shape: S, parameters: unknown[]) => {
+    let shapes = cache.get(db.kysely);
+    if (!shapes) cache.set(db.kysely, shapes = new Map());
+    let q = shapes.get(shape);
+    if (!q) {
+      q = compileWith(db.kysely, build(db.kysely, shape));
+      if (shapes.size < 200) shapes.set(shape, q);
+    }
+    return executor.executeQuery<R>(checked(q, parameters));
+  };
+};
 
 /** Runs a compiled read: synchronously on SQLite when no transaction is open, else through Kysely. */
 export async function runRead<R>(db: Db, q: CompiledQuery<R>): Promise<R[]> {

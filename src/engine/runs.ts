@@ -3,6 +3,7 @@ import { sql, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import type { RunsTable, RunStatus, RunStepsTable } from '../../db/schema/runtime.js';
 import type { Deps } from '../context.js';
+import { prepared, type Db } from '../db.js';
 import { newId, nowIso } from '../ids.js';
 import { backoffMs, defineJob, enqueue, JOB_COMPLETED } from './queue.js';
 
@@ -189,10 +190,34 @@ type Tx = Kysely<Database>;
  * Appends a run event; the caller has locked the run's row in this transaction (an UPDATE of it
  * first), so concurrent writers of one run take their sequence numbers one after the other.
  */
-async function appendEvent(trx: Tx, run: { id: string; organization_id: string }, type: string, data: unknown): Promise<void> {
-  await sql`insert into run_events (run_id, seq, organization_id, type, data, created_at)
-    select ${run.id}, coalesce(max(seq), 0) + 1, ${run.organization_id}, ${type}, ${json(data)}, ${nowIso()}
-    from run_events where run_id = ${run.id}`.execute(trx);
+async function appendEvent(db: Db, trx: Tx, run: { id: string; organization_id: string }, type: string, data: unknown): Promise<void> {
+  await q.event.in(db, trx, [run.id, run.organization_id, type, json(data), nowIso(), run.id]);
+}
+
+/**
+ * The statements on every step of every run, compiled once (see `prepared`); each comment gives
+ * the parameters, in order.
+ */
+const q = {
+  // run id, organization, type, data, created_at, run id
+  event: prepared(() => sql`insert into run_events (run_id, seq, organization_id, type, data, created_at)
+    select ${''}, coalesce(max(seq), 0) + 1, ${''}, ${''}, ${''}, ${''} from run_events where run_id = ${''}`),
+  // updated_at, run id
+  runTouched: prepared((k) => k.updateTable('runs').set({ updated_at: '' }).where('id', '=', '')),
+  // updated_at, run id
+  runStepAdded: prepared((k) => k.updateTable('runs').set({ steps_count: sql`steps_count + 1`, updated_at: '' }).where('id', '=', '')),
+  // tokens in, tokens out, cost, updated_at, run id
+  runSpent: prepared((k) => k.updateTable('runs')
+    .set({ tokens_in: sql`tokens_in + ${0}`, tokens_out: sql`tokens_out + ${0}`, cost: sql`cost + ${0}`, updated_at: '' }).where('id', '=', '')),
+  // the values of the shape's columns, in its order
+  stepInsert: prepared.byShape((k, columns: string) => k.insertInto('run_steps').values(placeholders(columns) as never)),
+  // the values of the shape's columns, in its order, then the step id
+  stepUpdate: prepared.byShape((k, columns: string) => k.updateTable('run_steps').set(placeholders(columns)).where('id', '=', '')),
+};
+
+/** `{column: null, …}` for a comma-separated list of columns: the placeholders of a shape. */
+function placeholders(columns: string): Record<string, null> {
+  return Object.fromEntries(columns.split(',').map((c) => [c, null]));
 }
 
 const notify = (runId: string) => runBus.emit(`event:${runId}`);
@@ -210,7 +235,7 @@ export async function transitionRun(
     const updated = await trx.updateTable('runs').set({ ...set, status, updated_at: nowIso() })
       .where('id', '=', runId).where('status', 'in', [...from]).returningAll().executeTakeFirst();
     if (!updated) return null;
-    await appendEvent(trx, updated, 'status', {
+    await appendEvent(deps.db, trx, updated, 'status', {
       status, ...(updated.error ? { error: updated.error } : {}), ...(updated.error_code ? { error_code: updated.error_code } : {}),
       ...(TERMINAL_STATUSES.has(status) ? { output: parse(updated.output) } : {}),
     });
@@ -228,7 +253,7 @@ export async function transitionRun(
 export async function appendRunEvent(deps: Pick<Deps, 'db'>, run: { id: string; organization_id: string }, type: string, data: unknown): Promise<void> {
   await deps.db.kysely.transaction().execute(async (trx) => {
     await trx.updateTable('runs').set({ updated_at: nowIso() }).where('id', '=', run.id).execute();
-    await appendEvent(trx, run, type, data);
+    await appendEvent(deps.db, trx, run, type, data);
   });
   notify(run.id);
 }
@@ -273,7 +298,7 @@ export async function startRun(deps: Deps, input: StartRunInput, more?: (trx: Tx
   };
   await deps.db.kysely.transaction().execute(async (trx) => {
     await trx.insertInto('runs').values(row).execute();
-    await appendEvent(trx, row, 'status', { status: 'queued' });
+    await appendEvent(deps.db, trx, row, 'status', { status: 'queued' });
     if (more) await more(trx, row);
     await enqueueRunJob(trx, row);
   });
@@ -300,7 +325,7 @@ export async function runInline(deps: Deps, input: StartRunInput): Promise<{ run
   await deps.db.kysely.transaction().execute(async (trx) => {
     const values = runValues(input, 'queued', id);
     await trx.insertInto('runs').values(values).execute();
-    await appendEvent(trx, values, 'status', { status: 'queued' });
+    await appendEvent(deps.db, trx, values, 'status', { status: 'queued' });
     await enqueueRunJob(trx, values, new Date(Date.now() + (timeout + 30) * 1000));
   });
   deps.counts.invalidate(input.organizationId, 'runs');
@@ -413,9 +438,11 @@ class Execution implements RunContext {
     // The latest row written in this execution (a caller's copy may be older).
     const last = prior && (this.steps.get(seq) ?? prior);
     if (last) {
-      const changed = Object.fromEntries(Object.entries(set).filter(([k, v]) => last[k as keyof StepRecord] !== v));
-      if (Object.keys(changed).length) await trx.updateTable('run_steps').set(changed).where('id', '=', last.id).execute();
-      row = { ...last, ...(changed as Partial<StepRecord>) };
+      const changed = Object.entries(set).filter(([k, v]) => last[k as keyof StepRecord] !== v);
+      if (changed.length) {
+        await q.stepUpdate(this.deps.db, trx, changed.map(([k]) => k).join(','), [...changed.map(([, v]) => v), last.id]);
+      }
+      row = { ...last, ...(Object.fromEntries(changed) as Partial<StepRecord>) };
     } else {
       const now = nowIso();
       const values = {
@@ -424,7 +451,7 @@ class Execution implements RunContext {
         provider_id: null, model: null, latency_ms: null, decision: null, decided_by: null, decided_at: null,
         decision_comment: null, created_at: now, started_at: now, finished_at: null, ...set,
       };
-      await trx.insertInto('run_steps').values(values).execute();
+      await q.stepInsert(this.deps.db, trx, Object.keys(values).join(','), Object.values(values));
       row = { tokens_in: 0, tokens_out: 0, cost: 0, attempt: 1, reused: 0, ...(values as Partial<StepRecord>) } as StepRecord;
     }
     this.steps.set(seq, row);
@@ -440,16 +467,22 @@ class Execution implements RunContext {
   }
 
   /**
-   * Writes step #seq, the run's row (`runSet`, its steps_count for a new step) and a step event
-   * in one transaction. The run's row is updated first: on PostgreSQL that locks it, so that
-   * concurrent writers of one run take their event numbers one after the other.
+   * Writes step #seq, the run's row (its steps_count for a new step, its totals with `spent`) and
+   * a step event in one transaction. The run's row is updated first: on PostgreSQL that locks it,
+   * so that concurrent writers of one run take their event numbers one after the other.
    */
-  private async recordStep(seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string, runSet: Record<string, unknown> = {}): Promise<StepRecord> {
+  private async recordStep(
+    seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string,
+    spent?: { tokensIn: number; tokensOut: number; cost: number },
+  ): Promise<StepRecord> {
+    const db = this.deps.db;
     const row = await this.infra(() => this.db().transaction().execute(async (trx) => {
-      await trx.updateTable('runs').set({ ...runSet, ...(prior ? {} : { steps_count: sql`steps_count + 1` }), updated_at: nowIso() })
-        .where('id', '=', this.run.id).execute();
+      const now = nowIso();
+      if (!prior) await q.runStepAdded.in(db, trx, [now, this.run.id]);
+      if (spent) await q.runSpent.in(db, trx, [spent.tokensIn, spent.tokensOut, spent.cost, now, this.run.id]);
+      else if (prior) await q.runTouched.in(db, trx, [now, this.run.id]);
       const s = await this.writeStep(trx, seq, prior, set, type, name);
-      await appendEvent(trx, this.run, 'step', this.stepEvent(s));
+      await appendEvent(db, trx, this.run, 'step', this.stepEvent(s));
       return s;
     }));
     notify(this.run.id);
@@ -481,7 +514,7 @@ class Execution implements RunContext {
         current = await this.recordStep(seq, current, {
           status: 'succeeded', output, error: null, tokens_in: tokensIn, tokens_out: tokensOut, cost,
           latency_ms: Date.now() - startedAt, attempt, model: result?.model ?? null, provider_id: result?.providerId ?? null, finished_at: nowIso(),
-        }, type, name, tokensIn || tokensOut || cost ? { tokens_in: sql<number>`tokens_in + ${tokensIn}`, tokens_out: sql<number>`tokens_out + ${tokensOut}`, cost: sql<number>`cost + ${cost}` } : {});
+        }, type, name, tokensIn || tokensOut || cost ? { tokensIn, tokensOut, cost } : undefined);
         return parse(output) as T;
       } catch (err) {
         await tokens.flush();
@@ -514,8 +547,8 @@ class Execution implements RunContext {
       const s = await this.writeStep(trx, seq, prior, {
         status: 'awaiting_approval', input: json(details), started_at: prior?.started_at ?? nowIso(),
       }, 'approval', name);
-      await appendEvent(trx, this.run, 'step', this.stepEvent(s));
-      await appendEvent(trx, this.run, 'status', { status: 'awaiting_approval', step_id: s.id, seq });
+      await appendEvent(this.deps.db, trx, this.run, 'step', this.stepEvent(s));
+      await appendEvent(this.deps.db, trx, this.run, 'status', { status: 'awaiting_approval', step_id: s.id, seq });
       return s;
     }));
     notify(this.run.id);
@@ -727,7 +760,7 @@ export async function decideApproval(deps: Deps, runId: string, decision: 'appro
     }).where('id', '=', pending.id).where('status', '=', 'awaiting_approval').executeTakeFirst();
     if (Number(res.numUpdatedRows) !== 1) throw new RunStateError('step', 'That step is not awaiting approval');
     step = (await trx.selectFrom('run_steps').selectAll().where('id', '=', pending.id).executeTakeFirst())!;
-    await appendEvent(trx, r, 'step', {
+    await appendEvent(deps.db, trx, r, 'step', {
       step_id: step.id, seq: step.seq, type: step.type, name: step.name, status: step.status, attempt: step.attempt,
       decision, decided_by: d.decidedBy, comment: d.comment ?? null,
     });

@@ -626,7 +626,8 @@ export async function executeRun(
     return { status: 'failed' };
   }
 
-  const steps = await db.selectFrom('run_steps').selectAll().where('run_id', '=', runId).orderBy('seq', 'asc').execute();
+  // A run that has recorded no step yet (a fresh one) has none to read back.
+  const steps = Number(run.steps_count) === 0 ? [] : await db.selectFrom('run_steps').selectAll().where('run_id', '=', runId).orderBy('seq', 'asc').execute();
   const policy = parseRun(run).policy;
   const timeoutSeconds = Number(policy.timeout_seconds ?? DEFAULT_TIMEOUT_SECONDS) || DEFAULT_TIMEOUT_SECONDS;
   // The timeout counts from the start, or from the last approval decision (time spent waiting for a person does not count).

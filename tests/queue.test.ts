@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from './helpers.js';
+import { createOrganization } from '../src/services/organizations.js';
 import {
   PermanentJobError, Worker, backoffMs, claimJob, defineJob, defineRecurringJob, enqueue, getJob, runUntilIdle,
 } from '../src/engine/queue.js';
@@ -122,6 +123,17 @@ describe('job queue', () => {
     expect(claimed[3]).toBeNull();
     // Without the limit (the default), the third job of A is claimed.
     expect((await claimJob(env.app.deps, 'w', 30_000, ['t.orgcap']))?.id).toBe(ofA.find((x) => !got.includes(x)));
+  });
+
+  it('keeps a concurrency key and ORG_CONCURRENCY within their limits when workers claim at the same moment', async () => {
+    const keyed = await Promise.all(Array.from({ length: 8 }, (_, n) => enqueue(db(), { type: 't.keyrace', payload: { n }, concurrencyKey: 'race:k', concurrencyLimit: 2 })));
+    const claims = await Promise.all(Array.from({ length: 8 }, (_, i) => claimJob(env.app.deps, `kr-${i}`, 30_000, ['t.keyrace'])));
+    expect(claims.filter(Boolean).map((j) => j!.id).filter((id) => keyed.includes(id))).toHaveLength(2);
+    const deps = { ...env.app.deps, config: { ...env.app.deps.config, orgConcurrency: 3 } };
+    const org = (await createOrganization(db(), { name: 'Racing' })).id;
+    await Promise.all(Array.from({ length: 8 }, (_, n) => enqueue(db(), { type: 't.orgrace', payload: { n }, organizationId: org })));
+    const orgClaims = await Promise.all(Array.from({ length: 8 }, (_, i) => claimJob(deps, `or-${i}`, 30_000, ['t.orgrace'])));
+    expect(orgClaims.filter(Boolean)).toHaveLength(3);
   });
 
   it('never hands one job to two claimers at once', async () => {

@@ -90,6 +90,8 @@ export async function getJob(db: Kysely<Database>, id: string): Promise<ClaimedJ
 }
 
 const LEASE_SWEEP_MS = 1000;
+/** The PostgreSQL advisory lock claims serialize on (a fixed 64-bit key of this queue's own). */
+const CLAIM_LOCK = sql.raw('7018969357386674545');
 /** Per database: when this process next looks for expired leases before due jobs. */
 const nextLeaseSweep = new WeakMap<Kysely<Database>, number>();
 
@@ -121,21 +123,30 @@ export async function claimJob(deps: Pick<Deps, 'db' | 'config'>, workerId: stri
     group by o.organization_id having count(*) >= ${orgLimit}))` : sql``;
   const filters = sql`${typeFilter} ${idFilter} ${orgFilter}
     and (j.concurrency_key is null or j.concurrency_limit is null or j.concurrency_key not in ${fullKeys})`;
-  const claim = async (candidates: RawBuilder<unknown>) => (await sql<JobsTable>`
-    update jobs set status = 'running', locked_by = ${workerId}, locked_until = ${until}, attempts = attempts + 1, updated_at = ${now}
-    where id = (${candidates} ${lock})
-    returning *`.execute(db)).rows[0];
-  const expired = () => claim(sql`select j.id from jobs j where j.status = 'running' and j.locked_until < ${now} ${filters} order by j.locked_until limit 1`);
-  const due = () => claim(sql`select j.id from jobs j where j.status = 'queued' and j.run_at <= ${now} ${filters} order by j.priority desc, j.run_at asc, j.id asc limit 1`);
-  // Expired leases are looked for first at most once per LEASE_SWEEP_MS (a busy worker claims
-  // thousands of times a second, and leases last tens of seconds), and whenever nothing is due.
-  let row: JobsTable | undefined;
-  if (Date.now() >= (nextLeaseSweep.get(db) ?? 0)) {
-    nextLeaseSweep.set(db, Date.now() + LEASE_SWEEP_MS);
-    row = await expired() ?? await due();
-  } else {
-    row = await due() ?? await expired();
-  }
+  const pick = async (exec: Kysely<Database>) => {
+    const claim = async (candidates: RawBuilder<unknown>) => (await sql<JobsTable>`
+      update jobs set status = 'running', locked_by = ${workerId}, locked_until = ${until}, attempts = attempts + 1, updated_at = ${now}
+      where id = (${candidates} ${lock})
+      returning *`.execute(exec)).rows[0];
+    const expired = () => claim(sql`select j.id from jobs j where j.status = 'running' and j.locked_until < ${now} ${filters} order by j.locked_until limit 1`);
+    const due = () => claim(sql`select j.id from jobs j where j.status = 'queued' and j.run_at <= ${now} ${filters} order by j.priority desc, j.run_at asc, j.id asc limit 1`);
+    // Expired leases are looked for first at most once per LEASE_SWEEP_MS (a busy worker claims
+    // thousands of times a second, and leases last tens of seconds), and whenever nothing is due.
+    if (Date.now() >= (nextLeaseSweep.get(db) ?? 0)) {
+      nextLeaseSweep.set(db, Date.now() + LEASE_SWEEP_MS);
+      return await expired() ?? await due();
+    }
+    return await due() ?? await expired();
+  };
+  // SQLite has one writer at a time, so claims are serial. On PostgreSQL, two workers claiming at
+  // once would each count the running jobs without the other's claim and could both take a job
+  // of a full key: claims take a transaction-scoped advisory lock, one after the other.
+  const row = dialect === 'postgres'
+    ? await db.transaction().execute(async (trx) => {
+      await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
+      return pick(trx);
+    })
+    : await pick(db);
   return row ? { ...row, payload: JSON.parse(row.payload) } : null;
 }
 

@@ -55,12 +55,21 @@ export type JobHandler = (ctx: JobContext) => Promise<unknown>;
 /** Thrown by a handler for a failure that retrying cannot fix: the job goes straight to `dead`. */
 export class PermanentJobError extends Error {}
 
-interface Definition { handler: JobHandler; everyMs?: number }
+/**
+ * Writes that belong with a job's claim, in the claim's transaction (a run's move to `running`):
+ * one commit instead of two. The job is already marked running (its attempts counted). What it
+ * returns runs once the claim is committed.
+ */
+export type ClaimHook = (
+  deps: Pick<Deps, 'db'> & Partial<Pick<Deps, 'counts'>>, trx: Kysely<Database>, job: ClaimedJob,
+) => Promise<(() => void) | void>;
+
+interface Definition { handler: JobHandler; everyMs?: number; onClaim?: ClaimHook }
 const registry = new Map<string, Definition>();
 
 /** Registers the handler of a job type (once per process, at import time). */
-export function defineJob(type: string, handler: JobHandler): void {
-  registry.set(type, { handler });
+export function defineJob(type: string, handler: JobHandler, opts: { onClaim?: ClaimHook } = {}): void {
+  registry.set(type, { handler, ...opts });
 }
 
 /** A job type that runs every `everyMs` (one schedule for all processes). */
@@ -104,7 +113,7 @@ const nextLeaseSweep = new WeakMap<Kysely<Database>, number>();
  * looked for (`jobs_running_idx`) before due jobs (in priority order, `jobs_claim_idx`) once a second,
  * and after them otherwise.
  */
-export async function claimJob(deps: Pick<Deps, 'db' | 'config'>, workerId: string, leaseMs: number, types?: string[], ids?: string[]): Promise<ClaimedJob | null> {
+export async function claimJob(deps: Pick<Deps, 'db' | 'config'> & Partial<Pick<Deps, 'counts'>>, workerId: string, leaseMs: number, types?: string[], ids?: string[]): Promise<ClaimedJob | null> {
   const { kysely: db, dialect } = deps.db;
   const now = nowIso();
   const until = new Date(Date.now() + leaseMs).toISOString();
@@ -138,16 +147,19 @@ export async function claimJob(deps: Pick<Deps, 'db' | 'config'>, workerId: stri
     }
     return await due() ?? await expired();
   };
-  // SQLite has one writer at a time, so claims are serial. On PostgreSQL, two workers claiming at
-  // once would each count the running jobs without the other's claim and could both take a job
-  // of a full key: claims take a transaction-scoped advisory lock, one after the other.
-  const row = dialect === 'postgres'
-    ? await db.transaction().execute(async (trx) => {
-      await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
-      return pick(trx);
-    })
-    : await pick(db);
-  return row ? { ...row, payload: JSON.parse(row.payload) } : null;
+  // One transaction: the claim and its type's claim hook. SQLite has one writer at a time, so
+  // claims are serial. On PostgreSQL, two workers claiming at once would each count the running
+  // jobs without the other's claim and could both take a job of a full key: claims take a
+  // transaction-scoped advisory lock, one after the other.
+  const claimed = await db.transaction().execute(async (trx) => {
+    if (dialect === 'postgres') await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
+    const row = await pick(trx);
+    if (!row) return null;
+    const job: ClaimedJob = { ...row, payload: JSON.parse(row.payload) };
+    return { job, after: await registry.get(job.type)?.onClaim?.(deps, trx, job) };
+  });
+  claimed?.after?.();
+  return claimed?.job ?? null;
 }
 
 /** Exponential backoff with full jitter: up to base·2^(attempt-1), at least half of it, capped. */

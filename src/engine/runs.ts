@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { sql, type Kysely, type Selectable, type Updateable } from 'kysely';
+import { sql, type Kysely, type Selectable, type Updateable, type UpdateObject } from 'kysely';
 import type { Database } from '../../db/schema.js';
 import type { RunsTable, RunStatus, RunStepsTable } from '../../db/schema/runtime.js';
 import type { Deps } from '../context.js';
 import { prepared, type Db } from '../db.js';
 import { newId, nowIso } from '../ids.js';
-import { backoffMs, defineJob, enqueue, JOB_COMPLETED } from './queue.js';
+import { backoffMs, defineJob, enqueue, JOB_COMPLETED, type ClaimHook } from './queue.js';
 
 /**
  * Durable runs and steps.
@@ -222,6 +222,21 @@ function placeholders(columns: string): Record<string, null> {
 
 const notify = (runId: string) => runBus.emit(`event:${runId}`);
 
+/** transitionRun's writes, in the caller's transaction; `unlessCancelling` leaves a run whose cancel was requested as it is. */
+async function transitionIn(
+  db: Db, trx: Tx, runId: string, from: readonly string[], status: RunStatus, set: UpdateObject<Database, 'runs'>, opts: { unlessCancelling?: boolean } = {},
+): Promise<RunRecord | null> {
+  let update = trx.updateTable('runs').set({ ...set, status, updated_at: nowIso() }).where('id', '=', runId).where('status', 'in', [...from]);
+  if (opts.unlessCancelling) update = update.where('cancel_requested', '=', 0);
+  const updated = await update.returningAll().executeTakeFirst();
+  if (!updated) return null;
+  await appendEvent(db, trx, updated, 'status', {
+    status, ...(updated.error ? { error: updated.error } : {}), ...(updated.error_code ? { error_code: updated.error_code } : {}),
+    ...(TERMINAL_STATUSES.has(status) ? { output: parse(updated.output) } : {}),
+  });
+  return updated;
+}
+
 /**
  * Moves a run from one of `from` to a new status (with `set`), writing the `status` event, in
  * one transaction (`more` adds writes to it). Returns the updated row, or null when the run was
@@ -232,14 +247,8 @@ export async function transitionRun(
   more?: (trx: Tx, run: RunRecord) => Promise<void>,
 ): Promise<RunRecord | null> {
   const row = await deps.db.kysely.transaction().execute(async (trx) => {
-    const updated = await trx.updateTable('runs').set({ ...set, status, updated_at: nowIso() })
-      .where('id', '=', runId).where('status', 'in', [...from]).returningAll().executeTakeFirst();
-    if (!updated) return null;
-    await appendEvent(deps.db, trx, updated, 'status', {
-      status, ...(updated.error ? { error: updated.error } : {}), ...(updated.error_code ? { error_code: updated.error_code } : {}),
-      ...(TERMINAL_STATUSES.has(status) ? { output: parse(updated.output) } : {}),
-    });
-    if (more) await more(trx, updated);
+    const updated = await transitionIn(deps.db, trx, runId, from, status, set);
+    if (updated && more) await more(trx, updated);
     return updated;
   });
   if (row) {
@@ -338,6 +347,24 @@ export async function runInline(deps: Deps, input: StartRunInput): Promise<{ run
 // ---------------------------------------------------------------------------------------------
 // Executing
 
+/**
+ * With its job's claim, in the claim's transaction, a queued or waiting run moves to `running`
+ * (executeRun would do it first thing otherwise, in a commit of its own). A run whose cancel was
+ * requested, or that is in another status, is left to executeRun.
+ */
+const startWithClaim: ClaimHook = async (deps, trx, job) => {
+  const runId = job.payload.run_id;
+  if (typeof runId !== 'string' || job.attempts > job.max_attempts) return;
+  const moved = await transitionIn(deps.db, trx, runId, ['queued', 'waiting'], 'running',
+    { started_at: sql<string>`coalesce(started_at, ${nowIso()})` }, { unlessCancelling: true });
+  if (moved) {
+    return () => {
+      deps.counts?.invalidate(moved.organization_id, 'runs');
+      notify(runId);
+    };
+  }
+};
+
 defineJob(RUN_JOB_TYPE, async (ctx) => {
   const { deps, job, signal } = ctx;
   const runId = job.payload.run_id;
@@ -349,7 +376,7 @@ defineJob(RUN_JOB_TYPE, async (ctx) => {
   }
   const out = await executeRun(deps, runId, signal, { lastAttempt: job.attempts >= job.max_attempts, completeJob: ctx.completeIn });
   return out.jobCompleted ? JOB_COMPLETED : { status: out.status };
-});
+}, { onClaim: startWithClaim });
 
 /** Coalesces token deltas into `token` events (per ~75 ms or 256 characters), in order. */
 class TokenBuffer {

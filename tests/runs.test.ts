@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
 import { RunFailure, RunRejected, RUNS_PER_AGENT, defineRunKind, executeRun, runInline, startRun, type StartRunInput, type StepResult } from '../src/engine/runs.js';
 import type { Deps } from '../src/context.js';
-import { runUntilIdle } from '../src/engine/queue.js';
+import { claimJob, runUntilIdle } from '../src/engine/queue.js';
 import { newId, nowIso } from '../src/ids.js';
 
 let env: TestEnv;
@@ -150,6 +150,21 @@ describe('runs: what is committed when', () => {
     expect(await getRun(run.id)).toMatchObject({ status: 'succeeded', output: 3, steps_count: 2, cost: 0.01, tokens_in: 3, tokens_out: 4 });
     const stepEvents = (await events(run.id)).filter((e) => e.type === 'step').map((e) => JSON.parse(e.data)).map((d) => `${d.name}:${d.status}`);
     expect(stepEvents).toEqual(['a:running', 'a:succeeded', 'b:running', 'b:succeeded']);
+  });
+
+  it('a run moves to running with its job\'s claim, in the same transaction', async () => {
+    defineRunKind('t.claimed', async () => 'ok');
+    const run = await start('t.claimed');
+    const job = await claimJob(deps(), 'claimer', 30_000, ['runs.execute'], [run.job_id!]);
+    expect(job?.id).toBe(run.job_id);
+    const claimed = await getRun(run.id);
+    expect(claimed.status).toBe('running');
+    expect(claimed.started_at).toBeTruthy();
+    expect(await statuses(run.id)).toEqual(['queued', 'running']);
+    await executeRun(deps(), run.id, new AbortController().signal, { lastAttempt: true });
+    expect(await getRun(run.id)).toMatchObject({ status: 'succeeded', output: 'ok', started_at: claimed.started_at });
+    expect(await statuses(run.id)).toEqual(['queued', 'running', 'succeeded']);
+    await env.db.kysely.updateTable('jobs').set({ status: 'succeeded', locked_by: null, locked_until: null }).where('id', '=', job!.id).execute();
   });
 });
 

@@ -177,3 +177,70 @@ describe('job queue', () => {
     expect(new Date(rows[0].run_at).getTime()).toBeGreaterThan(Date.now() + 50_000);
   });
 });
+
+describe('job queue: leases of a running Worker', () => {
+  const waitFor = async (cond: () => boolean | Promise<boolean>, ms = 2000) => {
+    for (const end = Date.now() + ms; Date.now() < end; await sleep(10)) if (await cond()) return;
+    throw new Error('timed out waiting');
+  };
+
+  it('a live worker keeps its job past the lease with heartbeats; nobody else can claim it', async () => {
+    let calls = 0;
+    let startedAt = 0;
+    defineJob('t.hb-keep', async () => { calls++; startedAt = Date.now(); await sleep(1000); return { ok: true }; });
+    const worker = new Worker(env.app.deps, { concurrency: 1, leaseMs: 300, pollMs: 20, types: ['t.hb-keep'] });
+    try {
+      const id = await enqueue(db(), { type: 't.hb-keep' });
+      await worker.start();
+      await waitFor(() => calls === 1);
+      // Twice the lease: without heartbeats the lease would have expired by now.
+      await sleep(Math.max(0, startedAt + 600 - Date.now()));
+      expect(await claimJob(env.app.deps, 'thief', 300, ['t.hb-keep'])).toBeNull();
+      const during = await getJob(db(), id);
+      expect(during).toMatchObject({ status: 'running', attempts: 1, locked_by: worker.id });
+      expect(new Date(during!.locked_until!).getTime()).toBeGreaterThan(Date.now());
+      await waitFor(async () => (await getJob(db(), id))?.status !== 'running', 2000);
+      const after = await getJob(db(), id);
+      expect(after).toMatchObject({ status: 'succeeded', attempts: 1, locked_by: null, locked_until: null, result: JSON.stringify({ ok: true }) });
+      expect(calls).toBe(1);
+    } finally {
+      await worker.stop(100);
+    }
+  });
+
+  it('a lost lease aborts the handler, and the old worker leaves the new holder\'s row alone', async () => {
+    let calls = 0;
+    let abortedAfter = -1;
+    let reason: unknown;
+    let stolenAt = 0;
+    defineJob('t.hb-lost', ({ signal }) => {
+      calls++;
+      return new Promise((_, reject) => signal.addEventListener('abort', () => {
+        abortedAfter = Date.now() - stolenAt;
+        reason = signal.reason;
+        reject(signal.reason as Error);
+      }));
+    });
+    const worker = new Worker(env.app.deps, { concurrency: 1, leaseMs: 300, pollMs: 20, types: ['t.hb-lost'] });
+    try {
+      const id = await enqueue(db(), { type: 't.hb-lost' });
+      await worker.start();
+      await waitFor(() => calls === 1);
+      expect(await getJob(db(), id)).toMatchObject({ status: 'running', attempts: 1, locked_by: worker.id });
+      // Another worker took the job (with a long lease of its own, so the old worker cannot re-claim it as expired).
+      const theirs = new Date(Date.now() + 60_000).toISOString();
+      stolenAt = Date.now();
+      await db().updateTable('jobs').set({ locked_by: 'someone-else', locked_until: theirs }).where('id', '=', id).execute();
+      await waitFor(() => abortedAfter >= 0, 1000);
+      expect(abortedAfter).toBeLessThan(400); // heartbeats every 100 ms
+      expect((reason as Error).message).toBe('lease lost');
+      // The handler rejected; runClaimed records the failure only where locked_by is still its own id.
+      await worker.stop(1000);
+      const row = await getJob(db(), id);
+      expect(row).toMatchObject({ status: 'running', attempts: 1, locked_by: 'someone-else', locked_until: theirs, last_error: null, finished_at: null });
+      expect(calls).toBe(1);
+    } finally {
+      await worker.stop(100);
+    }
+  });
+});

@@ -508,3 +508,103 @@ describe('security', () => {
     expect(after.length).toBe(before.length);
   });
 });
+
+describe('execute: provider errors are retried per policy and recorded on the step', () => {
+  const stepEvents = async (runId: string) => {
+    const rows = await env.db.kysely.selectFrom('run_events').select(['type', 'data']).where('run_id', '=', runId).where('type', '=', 'step').orderBy('seq', 'asc').execute();
+    return rows.map((r) => JSON.parse(r.data) as { status: string; attempt: number; error?: string });
+  };
+
+  it('a 503 then a good reply: the run succeeds on attempt 2; the 503 was recorded in a step event before the retry', async () => {
+    const agent = await newAgent();
+    llm.push({ status: 503 }, { text: 'Back on my feet.' });
+    const before = llm.requests.length;
+    const res = await execute(agent.id, { input: 'Hi' });
+    await drain();
+    const run = await runRow(res.body.id);
+    expect(run).toMatchObject({ status: 'succeeded', error: null, error_code: null });
+    expect(JSON.parse(run.output!)).toMatchObject({ text: 'Back on my feet.', llm_calls: 1 });
+    const steps = await stepsOf(run.id);
+    expect(steps).toHaveLength(1);
+    expect(steps[0]).toMatchObject({ type: 'llm', status: 'succeeded', attempt: 2, error: null });
+    expect(llm.requests.length - before).toBe(2);
+
+    const events = await stepEvents(run.id);
+    const failedAttempt = events.find((e) => e.attempt === 1 && e.error);
+    expect(failedAttempt?.error).toContain('The server had an error while processing your request');
+    expect(failedAttempt?.error).toContain('provider status 503');
+    expect(events.at(-1)).toMatchObject({ status: 'succeeded', attempt: 2 });
+  });
+
+  it('a 5xx on every attempt (max_attempts 2): the run fails with provider_error, the step with the provider\'s message; the model is called exactly twice', async () => {
+    const agent = await newAgent({ retry: { max_attempts: 2, backoff_ms: 1 } });
+    llm.push({ status: 500 }, { status: 502 });
+    const before = llm.requests.length;
+    const res = await execute(agent.id, { input: 'Hi' });
+    await drain();
+    const run = await runRow(res.body.id);
+    expect(run).toMatchObject({ status: 'failed', error_code: 'provider_error' });
+    expect(run.error).toContain('The server had an error while processing your request');
+    expect(run.error).toContain('provider status 502');
+    const steps = await stepsOf(run.id);
+    expect(steps).toHaveLength(1);
+    expect(steps[0]).toMatchObject({ type: 'llm', status: 'failed', attempt: 2 });
+    expect(steps[0].error).toContain('The server had an error while processing your request');
+    expect(steps[0].error).toContain('provider status 502');
+    expect(steps[0].finished_at).not.toBeNull();
+    expect(llm.requests.length - before).toBe(2);
+
+    const events = await stepEvents(run.id);
+    expect(events.find((e) => e.attempt === 1 && e.error)?.error).toContain('provider status 500');
+    expect(events.at(-1)).toMatchObject({ status: 'failed', attempt: 2 });
+  });
+
+  it('malformed output (a 200 stream that is not chat-completion chunks): retried per policy, then the step fails with a malformed-response error', async () => {
+    const agent = await newAgent({ retry: { max_attempts: 2, backoff_ms: 1 } });
+    // The runtime streams: events whose data is not JSON, then JSON that is not a completion chunk.
+    llm.push({ raw: 'data: {"this is": not json}\n\n' }, { raw: 'data: {"unexpected": "shape"}\n\n' });
+    const before = llm.requests.length;
+    const res = await execute(agent.id, { input: 'Hi' });
+    await drain();
+    const run = await runRow(res.body.id);
+    expect(run).toMatchObject({ status: 'failed', error_code: 'provider_error' });
+    expect(run.error).toContain('Malformed response from the provider');
+    const steps = await stepsOf(run.id);
+    expect(steps).toHaveLength(1);
+    expect(steps[0]).toMatchObject({ type: 'llm', status: 'failed', attempt: 2 });
+    expect(steps[0].error).toContain('Malformed response from the provider');
+    expect(llm.requests.length - before).toBe(2);
+    expect((await stepEvents(run.id)).find((e) => e.attempt === 1 && e.error)?.error).toContain('Malformed response from the provider');
+  });
+
+  it('malformed output then a good reply: the run succeeds on attempt 2', async () => {
+    const agent = await newAgent();
+    llm.push({ raw: 'data: {"this is": not json}\n\n' }, { text: 'Fine now.' });
+    const before = llm.requests.length;
+    const res = await execute(agent.id, { input: 'Hi' });
+    await drain();
+    const run = await runRow(res.body.id);
+    expect(run.status).toBe('succeeded');
+    expect(JSON.parse(run.output!).text).toBe('Fine now.');
+    expect((await stepsOf(run.id))[0]).toMatchObject({ type: 'llm', status: 'succeeded', attempt: 2, error: null });
+    expect(llm.requests.length - before).toBe(2);
+  });
+
+  it('a provider slower than the run\'s timeout_seconds: the run fails with timeout, the in-flight step is failed, no retry', async () => {
+    // The per-call timeout is not configurable from the policy (callLlm's 60 s default): this
+    // covers a slow provider through the run's own timeout, the shortest one (1 s).
+    const agent = await newAgent({ timeout_seconds: 1 });
+    llm.push({ delayMs: 1500, text: 'too late' });
+    const before = llm.requests.length;
+    const res = await execute(agent.id, { input: 'Hi' });
+    await drain();
+    const run = await runRow(res.body.id);
+    expect(run).toMatchObject({ status: 'failed', error_code: 'timeout' });
+    expect(run.error).toContain('timeout of 1 s');
+    const steps = await stepsOf(run.id);
+    expect(steps).toHaveLength(1);
+    expect(steps[0]).toMatchObject({ type: 'llm', status: 'failed', attempt: 1 });
+    expect(steps[0].error).toContain('timeout of 1 s');
+    expect(llm.requests.length - before).toBe(1);
+  });
+});

@@ -1,13 +1,16 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import BetterSqlite3 from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { openDatabase, migrate } from '../src/db.js';
 import { bootstrap } from '../src/services/bootstrap.js';
 import { verifyPassword } from '../src/crypto.js';
+import { enqueue, getJob } from '../src/engine/queue.js';
 
 const run = promisify(execFile);
 const dir = mkdtempSync(join(tmpdir(), 'agentry-cli-'));
@@ -118,5 +121,159 @@ describe('first start', () => {
     const u = await db.kysely.selectFrom('users').selectAll().executeTakeFirstOrThrow();
     expect(await verifyPassword('chosen password', u.password_hash)).toBe(true);
     await db.close();
+  });
+});
+
+/** A port nobody listens on now: bound on port 0, then released. */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+interface Daemon {
+  child: ChildProcess;
+  output(): string;
+  /** Resolves with the stdout seen so far once it matches `pattern`; rejects if the process exits first. */
+  waitFor(pattern: RegExp, ms: number): Promise<string>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const daemons = new Set<ChildProcess>();
+
+/** Starts a long-running CLI command (`serve`, `worker`) as a child process. */
+function daemon(args: string[], env: Record<string, string>): Daemon {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', ...args], {
+    env: { ...process.env, DATA_DIR: dir, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  daemons.add(child);
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (b: Buffer) => { stdout += b.toString(); });
+  child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, signal) => { daemons.delete(child); resolve({ code, signal }); });
+  });
+  const output = () => `stdout:\n${stdout}\nstderr:\n${stderr}`;
+  const waitFor = (pattern: RegExp, ms: number) => new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => { cleanup(); reject(new Error(`no ${pattern} within ${ms} ms\n${output()}`)); }, ms);
+    const check = () => { if (pattern.test(stdout)) { cleanup(); resolve(stdout); } };
+    const early = () => { cleanup(); reject(new Error(`exited before ${pattern}\n${output()}`)); };
+    const cleanup = () => { clearTimeout(timer); child.stdout!.off('data', check); child.off('exit', early); };
+    child.stdout!.on('data', check);
+    child.once('exit', early);
+    check();
+  });
+  return { child, output, waitFor, exited };
+}
+
+/** Sends SIGTERM and resolves with the exit, or with `null` if the process is still running after `ms`. */
+async function terminate(d: Daemon, ms: number) {
+  d.child.kill('SIGTERM');
+  return Promise.race([d.exited, new Promise<null>((resolve) => setTimeout(() => resolve(null), ms))]);
+}
+
+/** The SQLite file was closed cleanly: its WAL is checkpointed and removed, and it passes integrity_check. */
+function expectClosedCleanly(file: string) {
+  expect(existsSync(`${file}-wal`), `${file}-wal left behind`).toBe(false);
+  const raw = new BetterSqlite3(file);
+  try {
+    expect(raw.pragma('integrity_check', { simple: true })).toBe('ok');
+  } finally {
+    raw.close();
+  }
+}
+
+// Each case starts one long-running tsx process (the whole app): tens of seconds on a busy machine.
+describe('CLI serve and worker processes', { timeout: 120_000 }, () => {
+  afterAll(() => {
+    for (const child of daemons) child.kill('SIGKILL');
+  });
+
+  it('serve (WORKERS_IN_PROCESS=false) answers /api/health/ and exits 0 on SIGTERM, closing the database', async () => {
+    const file = join(dir, 'serve.db');
+    const port = await freePort();
+    const d = daemon(['serve'], {
+      DATABASE_URL: file, PORT: String(port), HOST: '127.0.0.1', WORKERS_IN_PROCESS: 'false', ADMIN_PASSWORD: 'serve test password',
+    });
+    try {
+      const out = await d.waitFor(/Agentry listening on http:\/\/localhost:\d+ .*\n/, 60_000);
+      expect(out).toContain(`Agentry listening on http://localhost:${port} (database: sqlite)`);
+      expect(out).not.toContain('workers in-process');
+      expect(out).toContain('Created platform admin "admin" password: from ADMIN_PASSWORD');
+
+      const res = await fetch(`http://127.0.0.1:${port}/api/health/`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ status: 'healthy', checks: { database: { status: 'up' } } });
+
+      const exit = await terminate(d, 10_000);
+      expect(exit, d.output()).toEqual({ code: 0, signal: null });
+    } finally {
+      d.child.kill('SIGKILL');
+    }
+    expectClosedCleanly(file);
+    // Without in-process workers nothing scheduled the recurring jobs.
+    const raw = new BetterSqlite3(file);
+    try {
+      expect(raw.prepare('select count(*) as n from jobs').get()).toEqual({ n: 0 });
+    } finally {
+      raw.close();
+    }
+  });
+
+  it('worker runs a queued job and its recurring jobs, then exits 0 on SIGTERM, closing the database', async () => {
+    const file = join(dir, 'worker.db');
+    const db = await openDatabase({ url: file });
+    await migrate(db);
+    // contacts.recheck is registered by the app's modules; with no contacts it checks nothing (no DNS).
+    const jobId = await enqueue(db.kysely, { type: 'contacts.recheck', payload: { limit: 5 } });
+    await db.close();
+
+    const d = daemon(['worker'], { DATABASE_URL: file, WORKER_CONCURRENCY: '2' });
+    try {
+      const out = await d.waitFor(/Agentry worker \S+ running \(database: sqlite\)\n/, 60_000);
+      expect(out).toMatch(new RegExp(`Agentry worker [^ ]+:${d.child.pid}:\\S+ running`));
+
+      const recurring = ['status.checks', 'status.prune', 'outreach.check_domains', 'contacts.recheck_due'];
+      const poll = await openDatabase({ url: file });
+      try {
+        const deadline = Date.now() + 30_000;
+        const done = async () => {
+          const job = await getJob(poll.kysely, jobId);
+          const rows = await poll.kysely.selectFrom('jobs').select(['type', 'status', 'result', 'run_at'])
+            .where('id', 'in', recurring.map((t) => `job_recurring_${t}`)).execute();
+          return job?.status === 'succeeded' && rows.length === recurring.length && rows.every((r) => r.result !== null && r.status === 'queued');
+        };
+        while (!(await done())) {
+          if (Date.now() > deadline) throw new Error(`jobs not run within 30 s\n${d.output()}`);
+          await new Promise((r) => setTimeout(r, 200));
+        }
+        const job = await getJob(poll.kysely, jobId);
+        expect(job).toMatchObject({ status: 'succeeded', attempts: 1, locked_by: null, last_error: null });
+        expect(JSON.parse(job!.result!)).toEqual({ checked: 0, changed: 0, unknown: 0 });
+        // A recurring job that ran is queued again for its next time, in the future.
+        const rows = await poll.kysely.selectFrom('jobs').select(['type', 'run_at', 'attempts', 'locked_by'])
+          .where('id', 'in', recurring.map((t) => `job_recurring_${t}`)).execute();
+        for (const r of rows) {
+          expect(r.locked_by, r.type).toBeNull();
+          expect(Date.parse(r.run_at), r.type).toBeGreaterThan(Date.now());
+        }
+        // status.checks recorded its builtin components.
+        const components = await poll.kysely.selectFrom('status_components').select('last_checked').execute();
+        expect(components.length).toBeGreaterThan(0);
+        expect(components.every((c) => c.last_checked !== null)).toBe(true);
+      } finally {
+        // The WAL is removed only when the last connection closes: this one first.
+        await poll.close();
+      }
+
+      const exit = await terminate(d, 15_000);
+      expect(exit, d.output()).toEqual({ code: 0, signal: null });
+    } finally {
+      d.child.kill('SIGKILL');
+    }
+    expectClosedCleanly(file);
   });
 });

@@ -180,6 +180,11 @@ describe('callLlm: failures are LlmErrors', () => {
     expect(s.retryable).toBe(true);
     // The Anthropic provider reports a broken event stream as a 500 of its own.
     expect(s.code).toBe(type === 'anthropic' ? 'server_error' : 'malformed_response');
+    // A streamed 200 without a single event (a JSON or HTML body) is no answer either.
+    for (const raw of ['{"id": "x", "choices": [', '<html><body>Bad gateway</body></html>']) {
+      fake.push({ raw });
+      expect(await failure(call({ providerId: ids[type], onTextDelta: () => {} }))).toMatchObject({ code: 'malformed_response', retryable: true });
+    }
   });
 
   it('an error status while streaming is mapped the same way', async () => {

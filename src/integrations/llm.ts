@@ -321,7 +321,12 @@ export async function callLlm(deps: Deps, req: LlmRequest): Promise<LlmResult> {
     let warnings: unknown[] | undefined;
     if (req.onTextDelta) {
       let streamError: unknown;
-      const result = streamText({ ...settings, onError: ({ error }) => { streamError ??= error; } });
+      let events = 0;
+      const result = streamText({
+        ...settings, includeRawChunks: true,
+        onChunk: ({ chunk }) => { if (chunk.type === 'raw') events++; },
+        onError: ({ error }) => { streamError ??= error; },
+      });
       try {
         for await (const delta of result.textStream) if (delta) req.onTextDelta(delta);
         [text, toolCalls, finishReason, usage] = await Promise.all([result.text, result.toolCalls, result.finishReason, result.usage]);
@@ -332,6 +337,10 @@ export async function callLlm(deps: Deps, req: LlmRequest): Promise<LlmResult> {
         throw streamError ?? err;
       }
       if (streamError) throw streamError;
+      // A 200 whose body held no event at all (a JSON or HTML page where a stream was due) is no answer.
+      if (events === 0 && !controller.signal.aborted) {
+        throw new LlmError('malformed_response', 'Malformed response from the provider: the stream held no events', { status: 200, retryable: true });
+      }
     } else {
       const result = await generateText(settings);
       ({ text, toolCalls, finishReason, usage } = result);

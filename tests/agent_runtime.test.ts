@@ -389,6 +389,19 @@ describe('POST /api/v1/agents/{id}/inference', () => {
     expect(again.body.error).toBe('invalid_output');
   });
 
+  it('402 max_cost when an invalid answer has already cost max_cost_usd: not asked again', async () => {
+    const agent = await newAgent({ max_invalid_output_retries: 2, max_cost_usd: 0.1 });
+    llm.push({ text: 'not json', usage: { input: 100, output: 20 } });
+    const before = llm.requests.length;
+    const res = await inference(agent.id, { input: 'Ada', schema });
+    expectError(res, 402);
+    expect(res.body.error).toBe('max_cost');
+    expect(llm.requests.length - before).toBe(1);
+    const run = await runRow(res.body.details.run_id);
+    expect(run).toMatchObject({ status: 'failed', error_code: 'max_cost' });
+    expect(Number(run.cost)).toBeCloseTo(costOf(100, 20), 10);
+  });
+
   it("uses the agent's output_schema when the request has none; 400 when there is neither, or the schema does not compile", async () => {
     const withSchema = await newAgent({}, { output_schema: { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'] } });
     llm.push({ text: '{"ok":true}' });

@@ -285,6 +285,10 @@ async function toolSpecs(rc: RunContext, names: string[]): Promise<ToolSpec[]> {
   }
 }
 
+/** Checked before each LLM call against what the run has spent (a run ends within one call of its cap). */
+const maxCostReached = (cost: number, maxCost: number) =>
+  new RunFailure('max_cost', `The run's cost (${cost.toFixed(6)} USD) reached max_cost_usd (${maxCost} USD)`);
+
 async function agentBody(rc: RunContext): Promise<AgentRunOutput> {
   const policy = policyOf(rc);
   const org = rc.run.organization_id;
@@ -317,7 +321,7 @@ async function agentBody(rc: RunContext): Promise<AgentRunOutput> {
 
   for (;;) {
     if (steps >= maxSteps) throw stepLimit();
-    if (maxCost !== null && cost >= maxCost) throw new RunFailure('max_cost', `The run's cost (${cost.toFixed(6)} USD) reached max_cost_usd (${maxCost} USD)`);
+    if (maxCost !== null && cost >= maxCost) throw maxCostReached(cost, maxCost);
     const r = await llmStep(rc, { system: system || undefined, messages, newMessages: pending, tools: specs, label: { turn: llmCalls + 1 } });
     steps++;
     llmCalls++;
@@ -380,6 +384,7 @@ async function toolStep(rc: RunContext, call: { id: string; name: string; input:
 
 export interface StructuredRunOutput { output: unknown; attempts: number }
 
+
 async function structuredAnswer(rc: RunContext, o: { system?: string; user: string; schema: Record<string, unknown>; check?: (v: unknown) => string[] }): Promise<StructuredRunOutput> {
   const policy = policyOf(rc);
   const retries = policy.max_invalid_output_retries ?? DEFAULT_MAX_INVALID_OUTPUT_RETRIES;
@@ -392,8 +397,12 @@ async function structuredAnswer(rc: RunContext, o: { system?: string; user: stri
   const messages: ModelMessage[] = [{ role: 'user', content: o.user }];
   let pending: ModelMessage[] = [...messages];
   let problems: string[] = [];
+  const maxCost = policy.max_cost_usd ?? null;
+  let cost = 0;
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
+    if (maxCost !== null && cost >= maxCost) throw maxCostReached(cost, maxCost);
     const r = await llmStep(rc, { system: o.system, messages, newMessages: pending, jsonSchema: o.schema, label: { attempt } });
+    cost += r.cost;
     let value = r.json;
     if (value === undefined) {
       try { value = JSON.parse(r.text); } catch { value = undefined; }

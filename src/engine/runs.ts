@@ -462,14 +462,12 @@ class Execution implements RunContext {
    */
   private async writeStep(trx: Tx, seq: number, prior: StepRecord | undefined, set: Updateable<RunStepsTable>, type: string, name: string): Promise<StepRecord> {
     let row: StepRecord;
-    // The latest row written in this execution (a caller's copy may be older).
-    const last = prior && (this.steps.get(seq) ?? prior);
-    if (last) {
-      const changed = Object.entries(set).filter(([k, v]) => last[k as keyof StepRecord] !== v);
+    if (prior) {
+      const changed = Object.entries(set).filter(([k, v]) => prior[k as keyof StepRecord] !== v);
       if (changed.length) {
-        await q.stepUpdate(this.deps.db, trx, changed.map(([k]) => k).join(','), [...changed.map(([, v]) => v), last.id]);
+        await q.stepUpdate(this.deps.db, trx, changed.map(([k]) => k).join(','), [...changed.map(([, v]) => v), prior.id]);
       }
-      row = { ...last, ...(Object.fromEntries(changed) as Partial<StepRecord>) };
+      row = { ...prior, ...(Object.fromEntries(changed) as Partial<StepRecord>) };
     } else {
       const now = nowIso();
       const values = {
@@ -550,7 +548,7 @@ class Execution implements RunContext {
         if (this.signal.aborted) throw err; // the run's outcome (cancel, timeout, shutdown) decides what the step becomes
         const message = errorMessage(err);
         if ((err as { retryable?: unknown })?.retryable === true && attempt < maxAttempts) {
-          await this.recordStep(seq, current, { error: message, latency_ms: latency }, type, name);
+          current = await this.recordStep(seq, current, { error: message, latency_ms: latency }, type, name);
           await sleep(backoffMs(attempt, base, 30_000), this.signal);
           this.checkAbort();
           attempt++;

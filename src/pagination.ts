@@ -1,4 +1,4 @@
-import { sql, type SelectQueryBuilder } from 'kysely';
+import { sql, type CompiledQuery, type SelectQueryBuilder } from 'kysely';
 import { z } from 'zod';
 import type { Ctx } from './context.js';
 import { runRead } from './db.js';
@@ -84,10 +84,15 @@ function link(ctx: Ctx, key: 'page' | 'cursor', value: string): string {
   return `${ctx.baseUrl}${path}?${params.toString()}`;
 }
 
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type ListQuery<R> = SelectQueryBuilder<any, any, R>;
+
 export interface PaginateOptions<R> {
-  /** Filtered and organization-scoped; selects at least `id` and the sort column. */
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  query: SelectQueryBuilder<any, any, R>;
+  /**
+   * Filtered and organization-scoped; selects at least `id` and the sort column. A function that
+   * builds it is only called when the query must be compiled (see `prepared`).
+   */
+  query: ListQuery<R> | (() => ListQuery<R>);
   /** Table name for count invalidation (see CountCache.invalidate). */
   table: string;
   /** Scope for the count cache, normally the organization id. */
@@ -109,6 +114,73 @@ export interface PaginateOptions<R> {
   countKey?: string;
   /** The count when the caller knows it better (maintained counters); then no count query runs. */
   count?: () => Promise<number>;
+  /**
+   * For lists on hot paths: the query's shape (everything about it but its parameter values, such
+   * as which filters are set) and its parameters in the order of their placeholders. The page
+   * query is then compiled once per shape and paging mode, and later requests neither build nor
+   * compile it. Each shape's first compile checks `params` against the compiled query's.
+   */
+  prepared?: { shape: string; params: readonly unknown[] };
+}
+
+/** Compiled page queries by database, then by table, shape and paging mode (see `PaginateOptions.prepared`). */
+const compiledPages = new WeakMap<object, Map<string, CompiledQuery>>();
+
+/** How a page is cut from the list query, and the paging parameters in SQL order. */
+interface PagingPlan {
+  idCol: string; sortCol: string; sameCol: boolean;
+  /** Null for page numbers. */
+  cursor: CursorState | null;
+  op: '<' | '>'; dir: 'asc' | 'desc'; limit: number; offset: number;
+  params: unknown[];
+}
+
+function withPaging<R>(query: ListQuery<R>, p: PagingPlan): ListQuery<R> {
+  let q = query;
+  const c = p.cursor;
+  if (c) {
+    q = p.sameCol
+      ? q.where(sql.ref(p.idCol), p.op, c.id)
+      : q.where((eb) => eb.or([
+        eb(sql.ref(p.sortCol), p.op, c.v),
+        eb.and([eb(sql.ref(p.sortCol), '=', c.v), eb(sql.ref(p.idCol), p.op, c.id)]),
+      ]));
+  }
+  if (!p.sameCol) q = q.orderBy(sql.ref(p.sortCol), p.dir);
+  q = q.orderBy(sql.ref(p.idCol), p.dir).limit(p.limit);
+  return c ? q : q.offset(p.offset);
+}
+
+function preparedPage<R>(ctx: Ctx, opts: PaginateOptions<R>, plan: PagingPlan): CompiledQuery<R> {
+  const { shape, params } = opts.prepared!;
+  const key = `${opts.table}|${shape}|${plan.cursor ? `cursor ${plan.op} ${plan.dir}` : 'page'}`;
+  const db = ctx.deps.db.kysely;
+  let pages = compiledPages.get(db);
+  if (!pages) compiledPages.set(db, pages = new Map());
+  const parameters = [...params, ...plan.params];
+  const hit = pages.get(key) as CompiledQuery<R> | undefined;
+  if (hit) return { ...hit, parameters };
+  const compiled = withPaging(queryOf(opts), plan).compile();
+  const same = compiled.parameters.length === parameters.length && compiled.parameters.every((v, i) => v === parameters[i]);
+  if (!same) {
+    // A caller whose `params` disagree with its query: correct rows from this compile, never a
+    // cached query; tests and development fail loudly.
+    if (ctx.deps.config.validateResponses) throw new Error(`paginate: the prepared parameters of ${key} do not match its query's`);
+    return compiled;
+  }
+  if (pages.size < 1000) pages.set(key, compiled);
+  return compiled;
+}
+
+const queryOf = <R>(opts: PaginateOptions<R>): ListQuery<R> => (typeof opts.query === 'function' ? opts.query() : opts.query);
+
+function sortValue<R extends { id: string }>(opts: PaginateOptions<R>, row: R): unknown {
+  if (opts.sort?.key) return opts.sort.key(row);
+  return opts.sort ? (row as Record<string, unknown>)[opts.sort.column.split('.').pop()!] : row.id;
+}
+
+function cursorLink<R extends { id: string }>(ctx: Ctx, opts: PaginateOptions<R>, sameCol: boolean, row: R, d: 'n' | 'p'): string {
+  return link(ctx, 'cursor', encodeCursor({ v: sameCol ? undefined : sortValue(opts, row), id: row.id, d }));
 }
 
 /** The one pagination helper: DRF envelope, page numbers, keyset cursors for deep pages, cached count. */
@@ -117,68 +189,62 @@ export async function paginate<R extends { id: string }, T>(ctx: Ctx, opts: Pagi
   const idCol = opts.idColumn ?? 'id';
   const sortCol = opts.sort?.column ?? idCol;
   const desc = (opts.sort?.direction ?? 'desc') === 'desc';
-  const sortKey = opts.sort?.key ?? ((r: R) => (opts.sort ? (r as Record<string, unknown>)[opts.sort.column.split('.').pop()!] : r.id));
   const sameCol = sortCol === idCol;
 
   const countPromise = opts.count ? opts.count() : countOf(ctx, opts);
 
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  let q: SelectQueryBuilder<any, any, R> = opts.query;
   let page: number | null = null;
   let cursor: CursorState | null = null;
+  let plan: PagingPlan;
   if (opts.input.cursor) {
     cursor = decodeCursor(opts.input.cursor);
     const forward = cursor.d === 'n';
-    const op = (forward === desc) ? '<' : '>';
-    const c = cursor;
-    q = sameCol
-      ? q.where(sql.ref(idCol), op, c.id)
-      : q.where((eb) => eb.or([
-        eb(sql.ref(sortCol), op, c.v),
-        eb.and([eb(sql.ref(sortCol), '=', c.v), eb(sql.ref(idCol), op, c.id)]),
-      ]));
-    const dir = (forward === desc) ? 'desc' : 'asc';
-    if (!sameCol) q = q.orderBy(sql.ref(sortCol), dir);
-    q = q.orderBy(sql.ref(idCol), dir).limit(size + 1);
+    plan = {
+      idCol, sortCol, sameCol, cursor, op: forward === desc ? '<' : '>', dir: forward === desc ? 'desc' : 'asc', limit: size + 1, offset: 0,
+      params: sameCol ? [cursor.id, size + 1] : [cursor.v, cursor.v, cursor.id, size + 1],
+    };
   } else {
     page = opts.input.page ?? 1;
-    const dir = desc ? 'desc' : 'asc';
-    if (!sameCol) q = q.orderBy(sql.ref(sortCol), dir);
-    q = q.orderBy(sql.ref(idCol), dir).limit(size + 1).offset((page - 1) * size);
+    plan = { idCol, sortCol, sameCol, cursor: null, op: '<', dir: desc ? 'desc' : 'asc', limit: size + 1, offset: (page - 1) * size, params: [size + 1, (page - 1) * size] };
   }
+  const compiled = opts.prepared
+    ? preparedPage(ctx, opts, plan)
+    : withPaging(queryOf(opts), plan).compile();
 
-  let rows = await runRead(ctx.deps.db, q.compile());
+  let rows = await runRead(ctx.deps.db, compiled);
   const more = rows.length > size;
   if (more) rows = rows.slice(0, size);
   if (cursor?.d === 'p') rows.reverse();
   const count = await countPromise;
 
-  const cursorLink = (row: R, d: 'n' | 'p') => link(ctx, 'cursor', encodeCursor({ v: sameCol ? undefined : sortKey(row), id: row.id, d }));
   let next: string | null = null;
   let previous: string | null = null;
   if (page !== null) {
-    if (more) next = page + 1 <= CURSOR_AFTER_PAGE ? link(ctx, 'page', String(page + 1)) : cursorLink(rows[rows.length - 1], 'n');
-    if (page > 1) previous = page - 1 <= CURSOR_AFTER_PAGE || rows.length === 0 ? link(ctx, 'page', String(page - 1)) : cursorLink(rows[0], 'p');
+    if (more) next = page + 1 <= CURSOR_AFTER_PAGE ? link(ctx, 'page', String(page + 1)) : cursorLink(ctx, opts, sameCol, rows[rows.length - 1], 'n');
+    if (page > 1) previous = page - 1 <= CURSOR_AFTER_PAGE || rows.length === 0 ? link(ctx, 'page', String(page - 1)) : cursorLink(ctx, opts, sameCol, rows[0], 'p');
   } else if (cursor && rows.length) {
     const forward = cursor.d === 'n';
-    if (forward ? more : true) next = cursorLink(rows[rows.length - 1], 'n');
-    if (forward ? true : more) previous = cursorLink(rows[0], 'p');
+    if (forward ? more : true) next = cursorLink(ctx, opts, sameCol, rows[rows.length - 1], 'n');
+    if (forward ? true : more) previous = cursorLink(ctx, opts, sameCol, rows[0], 'p');
   }
   return { count, next, previous, results: rows.map(map) };
 }
 
+function countQuery<R>(opts: PaginateOptions<R>) {
+  return queryOf(opts).clearSelect().clearOrderBy().select((eb) => eb.fn.countAll().as('n'));
+}
+
 async function countOf<R>(ctx: Ctx, opts: PaginateOptions<R>): Promise<number> {
-  const cq = () => opts.query.clearSelect().clearOrderBy().select((eb) => eb.fn.countAll().as('n'));
   let key: string;
   if (opts.countKey !== undefined) {
     key = ctx.deps.counts.key(opts.scope, opts.table, opts.countKey, []);
   } else {
-    const compiled = cq().compile();
+    const compiled = countQuery(opts).compile();
     key = ctx.deps.counts.key(opts.scope, opts.table, compiled.sql, compiled.parameters);
   }
   const hit = ctx.deps.counts.get(key);
   if (hit !== undefined) return hit;
-  const [row] = (await runRead(ctx.deps.db, cq().compile())) as { n: number | string }[];
+  const [row] = (await runRead(ctx.deps.db, countQuery(opts).compile())) as { n: number | string }[];
   const n = Number(row?.n ?? 0);
   ctx.deps.counts.set(key, n);
   return n;

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, expectError, type TestEnv } from './helpers.js';
+import { paginate } from '../src/pagination.js';
 
 let env: TestEnv;
 beforeAll(async () => { env = await createTestEnv(); });
@@ -42,6 +43,41 @@ describe('projects', () => {
     expect(alpha.body.results.map((p: { name: string }) => p.name).sort()).toEqual(['Alpha launch', 'alphabet soup']);
     const percent = await env.request('GET', '/api/v1/projects?search=%25', { token: env.owner.token });
     expect(percent.body.results.map((p: { name: string }) => p.name)).toEqual(['100% done']);
+  });
+
+  it('every combination of filters, page by page: the same rows as one big page (each shape of the compiled list query)', async () => {
+    const ctx = env.ctxOf(env.admin);
+    for (let i = 0; i < 7; i++) {
+      const res = await env.request('POST', '/api/v1/projects', { token: env.admin.token, body: { name: `Combo ${i % 2 ? 'red' : 'blue'} ${i}`, status: i % 3 ? 'active' : 'archived' } });
+      expect(res.status).toBe(201);
+    }
+    const ids = async (q: string) => {
+      const out: string[] = [];
+      for (let page = 1; ; page++) {
+        const res = await env.request('GET', `/api/v1/projects?page_size=2&page=${page}${q}`, { token: env.viewerKey });
+        expect(res.status).toBe(200);
+        out.push(...res.body.results.map((p: { id: string }) => p.id));
+        if (!res.body.next) return { ids: out, count: res.body.count as number };
+      }
+    };
+    const all = (await env.request('GET', '/api/v1/projects?page_size=100', { token: env.admin.token })).body.results as { id: string; name: string; status: string }[];
+    for (const [q, keep] of [
+      ['', () => true],
+      ['&status=archived', (p) => p.status === 'archived'],
+      ['&search=combo%20red', (p) => p.name.toLowerCase().includes('combo red')],
+      ['&status=active&search=COMBO', (p) => p.status === 'active' && p.name.toLowerCase().includes('combo')],
+    ] as [string, (p: { name: string; status: string }) => boolean][]) {
+      const want = all.filter(keep).map((p) => p.id);
+      expect(want.length, q).toBeGreaterThan(0);
+      // Twice: the second walk runs the compiled queries the first one cached.
+      for (let i = 0; i < 2; i++) expect(await ids(q), q).toEqual({ ids: want, count: want.length });
+    }
+    // A list whose declared parameters disagree with its query is refused where responses are checked (tests, development).
+    const query = () => ctx.deps.db.kysely.selectFrom('projects').select(['id']).where('organization_id', '=', env.orgA);
+    await expect(paginate(ctx, { query, prepared: { shape: 'mismatch', params: [env.orgB] }, table: 'projects', scope: env.orgA, input: {}, countKey: 'mismatch' }, (r) => r))
+      .rejects.toThrow(/do not match/);
+    const right = await paginate(ctx, { query, prepared: { shape: 'match', params: [env.orgA] }, table: 'projects', scope: env.orgA, input: { page_size: 100 }, countKey: 'match' }, (r) => r.id);
+    expect(right.results).toEqual(all.map((p) => p.id));
   });
 
   it('rejects bad input without writing', async () => {

@@ -1,5 +1,5 @@
 import type { Ctx } from '../context.js';
-import { containsText } from '../db.js';
+import { containsPattern, containsText } from '../db.js';
 import { notFound } from '../errors.js';
 import { newId, nowIso } from '../ids.js';
 import { paginate, type PageInput } from '../pagination.js';
@@ -13,10 +13,20 @@ export interface ProjectInput { name: string; description?: string; status?: 'ac
 
 export function listProjects(ctx: Ctx, input: PageInput & { status?: string; search?: string }) {
   const org = ctx.actor!.organizationId;
-  let query = ctx.deps.db.kysely.selectFrom('projects').select(COLUMNS).where('organization_id', '=', org);
-  if (input.status) query = query.where('status', '=', input.status);
-  if (input.search) query = query.where(containsText('name', input.search));
-  return paginate(ctx, { query, table: 'projects', scope: org, input, countKey: `${input.status ?? ''}|${input.search ?? ''}` }, present);
+  const { status, search } = input;
+  const params: string[] = [org];
+  if (status) params.push(status);
+  if (search) params.push(containsPattern(search));
+  return paginate(ctx, {
+    query: () => {
+      let query = ctx.deps.db.kysely.selectFrom('projects').select(COLUMNS).where('organization_id', '=', org);
+      if (status) query = query.where('status', '=', status);
+      if (search) query = query.where(containsText('name', search));
+      return query;
+    },
+    prepared: { shape: `${status ? 's' : ''}${search ? 'q' : ''}`, params },
+    table: 'projects', scope: org, input, countKey: `${status ?? ''}|${search ?? ''}`,
+  }, present);
 }
 
 export async function getProject(ctx: Ctx, id: string) {

@@ -37,7 +37,6 @@ pg.types.setTypeParser(1700, (v) => Number(v));
 function rowBuilder(columns: string[]): ((r: unknown[]) => Record<string, unknown>) | null {
   if (columns.includes('__proto__')) return null;
   const body = columns.map((c, i) => `${JSON.stringify(c)}: r[${i}]`).join(', ');
-  // eslint-disable-next-line @typescript-eslint/no-implied-eval
   return new Function('r', `return { ${body} };`) as (r: unknown[]) => Record<string, unknown>;
 }
 

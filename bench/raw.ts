@@ -26,6 +26,12 @@ db.pragma('busy_timeout = 5000');
 const pageStmt = db.prepare(
   'select id, name, description, status, settings, created_at, updated_at from projects where organization_id = ? order by id desc limit ? offset ?',
 );
+// RAW_ROWS=arrays: the page is read in better-sqlite3's raw mode (arrays) and each row built by an
+// object literal, as the app's data layer reads rows (src/db.ts, rowBuilder): the baseline for the
+// app's overhead alone, its cheaper row reading aside.
+const arrays = process.env.RAW_ROWS === 'arrays';
+if (arrays) pageStmt.raw(true);
+type Cells = [string, string, string, string, string, string, string];
 const countStmt = db.prepare('select count(*) as n from projects where organization_id = ?').pluck();
 
 const COUNT_TTL_MS = 5000;
@@ -45,7 +51,10 @@ type ProjectRow = { id: string; name: string; description: string; status: strin
 const authenticate = rawKeyAuth(db);
 
 function selectPage(org: string, size: number, page: number): ProjectRow[] {
-  return pageStmt.all(org, size + 1, (page - 1) * size) as ProjectRow[];
+  if (!arrays) return pageStmt.all(org, size + 1, (page - 1) * size) as ProjectRow[];
+  return (pageStmt.all(org, size + 1, (page - 1) * size) as Cells[]).map((r) => ({
+    id: r[0], name: r[1], description: r[2], status: r[3], settings: r[4], created_at: r[5], updated_at: r[6],
+  }));
 }
 
 function present(rows: ProjectRow[]) {

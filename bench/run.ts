@@ -84,6 +84,8 @@ async function sanity(a: Server, b: Server, seeded: Seeded): Promise<string> {
 const APP_INFO: ServerSpec = { name: 'app (LOG_LEVEL=info)', script: 'server.ts', env: { LOG_LEVEL: 'info' } };
 const APP_WARN: ServerSpec = { name: 'app (LOG_LEVEL=warn)', script: 'server.ts', env: { LOG_LEVEL: 'warn' } };
 const RAW: ServerSpec = { name: 'raw fastify+better-sqlite3', script: 'raw.ts', env: {} };
+/** Informational: raw reading rows as the app does (arrays + object literals), to price the app's overhead alone. */
+const RAW_ARRAYS: ServerSpec = { name: 'raw, rows read as arrays', script: 'raw.ts', env: { RAW_ROWS: 'arrays' } };
 
 async function main(): Promise<void> {
   mkdirSync(TMP, { recursive: true });
@@ -97,10 +99,11 @@ async function main(): Promise<void> {
   const keys = seeded.orgs.map((o) => o.key);
 
   if (!PROFILE_ONLY) {
-    const specs = [APP_INFO, APP_WARN, RAW];
+    const specs = [APP_INFO, APP_WARN, RAW, RAW_ARRAYS];
     const servers = new Map<ServerSpec, Server>();
     for (const spec of specs) servers.set(spec, await startServer(spec));
     log(`sanity (app vs raw): ${await sanity(servers.get(APP_INFO)!, servers.get(RAW)!, seeded)}`);
+    log(`sanity (app vs raw, rows read as arrays): ${await sanity(servers.get(APP_INFO)!, servers.get(RAW_ARRAYS)!, seeded)}`);
     log();
 
     const runs = new Map<ServerSpec, Run[]>(specs.map((s) => [s, []]));
@@ -143,6 +146,10 @@ async function main(): Promise<void> {
     log(`server CPU per request (user+system, all threads, /proc): app ${fmt(cpuInfo)} µs with request logging, ${fmt(cpuWarn)} µs without; raw ${fmt(rawCpu)} µs`);
     log(`→ CPU-based ratio raw/app (the req/s ratio on an otherwise idle core; robust to other load on the machine): `
       + `${fmt(rawCpu / cpuInfo, 3)} with request logging, ${fmt(rawCpu / cpuWarn, 3)} without`);
+    const arraysMed = median(runs.get(RAW_ARRAYS)!.map((r) => r.rps));
+    const arraysCpu = median(runs.get(RAW_ARRAYS)!.map((r) => r.cpuUs));
+    log(`against raw reading rows as arrays (as src/db.ts does; informational, the app's overhead alone): req/s ratio ${fmt(median(runs.get(APP_INFO)!.map((r) => r.rps)) / arraysMed, 3)}, `
+      + `CPU ratio ${fmt(arraysCpu / cpuInfo, 3)} (with request logging); raw arrays ÷ raw objects, by CPU: ${fmt(rawCpu / arraysCpu, 3)}`);
     log(`request logging (one info line per request) costs ${fmt(cpuInfo - cpuWarn)} µs of CPU per request (${fmt((100 * (cpuInfo - cpuWarn)) / cpuInfo, 1)} % of the app's)`);
     if (Math.abs(infoRatio - rawCpu / cpuInfo) > 0.1) {
       log('note: the req/s and CPU ratios differ by more than 0.1: other load on the machine varied between runs; trust the CPU figures more');

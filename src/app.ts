@@ -136,16 +136,17 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     },
   });
 
-  fastify.addHook('onSend', async (_req, reply, payload) => {
+  // The hooks below do no I/O: callback style, so that no promise is made for them per request.
+  fastify.addHook('onSend', (_req, reply, payload, done) => {
     // X-RateLimit-Reset is a Unix time, as documented (the plugin sends seconds to go).
     const reset = reply.getHeader('x-ratelimit-reset');
     if (reset !== undefined) reply.header('x-ratelimit-reset', Math.floor(Date.now() / 1000) + Number(reset));
-    return payload;
+    done(null, payload);
   });
 
   // Label-bound metric children, one per method/route(/status), instead of hashing labels per request.
   const seriesCache = new Map<string, { count: { inc(): void }; time: { observe(v: number): void } }>();
-  fastify.addHook('onResponse', async (req, reply) => {
+  fastify.addHook('onResponse', (req, reply, done) => {
     const route = req.routeOptions.url ?? 'unmatched';
     const key = `${req.method} ${route} ${reply.statusCode}`;
     let series = seriesCache.get(key);
@@ -156,6 +157,7 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     series.count.inc();
     series.time.observe(reply.elapsedTime / 1000);
     if (logRequests) log.info({ reqId: req.id, method: req.method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 100) / 100 }, 'request');
+    done();
   });
 
   fastify.setErrorHandler((err, req, reply) => {

@@ -34,14 +34,16 @@ export function generateApiKey(): { key: string; prefix: string; hash: string } 
   return { key, prefix: key.slice(0, 12), hash: sha256Hex(key) };
 }
 
-async function permissionsOf(deps: Deps, organizationId: string, role: string, roleId: string | null): Promise<ReadonlySet<string>> {
-  if (roleId) {
-    const row = await deps.db.kysely.selectFrom('roles').select('permissions')
-      .where('id', '=', roleId).where('organization_id', '=', organizationId).executeTakeFirst();
-    if (row) return new Set(JSON.parse(row.permissions) as string[]);
-    return new Set();
-  }
+/** The permissions of a role: a built-in one's at once, a custom one's (`roleId`) from its row. */
+function permissionsOf(deps: Deps, organizationId: string, role: string, roleId: string | null): ReadonlySet<string> | Promise<ReadonlySet<string>> {
+  if (roleId) return customRolePermissions(deps, organizationId, roleId);
   return isBuiltinRole(role) ? permissionsOfBuiltin(role) : new Set();
+}
+
+async function customRolePermissions(deps: Deps, organizationId: string, roleId: string): Promise<ReadonlySet<string>> {
+  const row = await deps.db.kysely.selectFrom('roles').select('permissions')
+    .where('id', '=', roleId).where('organization_id', '=', organizationId).executeTakeFirst();
+  return new Set(row ? JSON.parse(row.permissions) as string[] : []);
 }
 
 /** The role stored on a key or membership: a built-in name, or `custom:<role id>`. */

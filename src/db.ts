@@ -194,7 +194,7 @@ export function prepared<R>(build: (k: Kysely<Database>) => Compilable<R>) {
     }
     return q;
   };
-  const read = async (db: Db, parameters: unknown[]): Promise<R[]> => runRead(db, checked(compiledFor(db), parameters));
+  const read = (db: Db, parameters: unknown[]): Promise<R[]> => runRead(db, checked(compiledFor(db), parameters));
   return Object.assign(read, {
     /** Runs the query in `executor` (the database or a transaction of it). */
     in: (db: Db, executor: Kysely<Database>, parameters: unknown[]) => executor.executeQuery<R>(checked(compiledFor(db), parameters)),

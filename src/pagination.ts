@@ -40,7 +40,7 @@ export class CountCache {
 
   key(scope: string, table: string, sqlText: string, params: readonly unknown[]): string {
     const v = this.versions.get(`${scope}|${table}`) ?? 0;
-    return `${scope}|${table}|${v}|${sqlText}|${JSON.stringify(params)}`;
+    return params.length ? `${scope}|${table}|${v}|${sqlText}|${JSON.stringify(params)}` : `${scope}|${table}|${v}|${sqlText}`;
   }
   get(key: string): number | undefined {
     const e = this.entries.get(key);

@@ -17,7 +17,7 @@ import { AppError, toHttpError } from './errors.js';
 import { CountCache } from './pagination.js';
 import { registerRestRoutes, type RestRoute } from './http/rest.js';
 import { registerDocsRoutes } from './http/docs.js';
-import { registerHttpRoutes } from './http/index.js';
+import { registerHttpRoutes, registerUploadRoutes } from './http/index.js';
 import { purgeExpiredIdempotencyKeys } from './services/idempotency.js';
 import './engine/schedules.js';
 
@@ -167,8 +167,6 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     reply.code(mapped.status).send(mapped.body);
   });
 
-  // multipart/form-data for uploads; the routes that take files stream them (request.file()).
-  await fastify.register(multipart, { limits: { fileSize: config.uploadLimitBytes, files: 1, fields: 50 } });
 
   // Unknown path → 404; known path, other method → 405 with Allow.
   const known = FindMyWay({ ignoreTrailingSlash: false });
@@ -218,6 +216,13 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
 
   registerDocsRoutes(fastify);
   registerHttpRoutes(fastify, deps);
+  // multipart/form-data only in the scope of the routes that take files (they stream them with
+  // request.file()): the plugin adds two hooks and a listener to every request it sees, and
+  // elsewhere a multipart body is a 415 like any other non-JSON body.
+  await fastify.register(async (uploads) => {
+    await uploads.register(multipart, { limits: { fileSize: config.uploadLimitBytes, files: 1, fields: 50 } });
+    registerUploadRoutes(uploads);
+  });
 
   const maintenance = setInterval(() => { void purgeExpiredIdempotencyKeys({ deps }).catch(() => undefined); }, 60 * 60 * 1000);
   maintenance.unref();

@@ -63,6 +63,11 @@ describe('errors', () => {
     expectErr(plain, 415, 'text/plain');
     const xml = await env.request('POST', '/api/v1/projects', { token: env.owner.token, payload: '<name>x</name>', headers: { 'content-type': 'application/xml' } });
     expectErr(xml, 415, 'xml');
+    // multipart/form-data is parsed only on the routes that take files.
+    const form = '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nx\r\n--b--\r\n';
+    const multipart = await env.request('POST', '/api/v1/projects', { token: env.owner.token, payload: form, headers: { 'content-type': 'multipart/form-data; boundary=b' } });
+    expectErr(multipart, 415, 'multipart');
+    expect((await env.request('GET', '/api/v1/projects?search=x', { token: env.owner.token })).body.count).toBe(0);
   });
 
   it('an empty POST body is accepted as {}', async () => {

@@ -70,7 +70,8 @@ async function readOneFile(req: FastifyRequest): Promise<Buffer> {
 
 const isLogoKind = (k: string): k is LogoKind => (LOGO_KINDS as readonly string[]).includes(k);
 
-export function register(app: FastifyInstance, deps: Deps): void {
+/** The upload route: registered in the scope that parses multipart/form-data (src/app.ts). */
+export function registerUploads(app: FastifyInstance): void {
   app.post(colon(UPLOAD_PATH), async (req: FastifyRequest, reply: FastifyReply) => {
     const ctx = req.ctx;
     authorize(ctx, 'account:write');
@@ -81,7 +82,9 @@ export function register(app: FastifyInstance, deps: Deps): void {
     const branding = await uploadLogo(ctx, kind, content);
     return reply.code(200).send(branding);
   });
+}
 
+export function register(app: FastifyInstance, deps: Deps): void {
   app.get(colon(MEDIA_PATH), async (req: FastifyRequest, reply: FastifyReply) => {
     const { org, file } = req.params as { org: string; file: string };
     const found = logoFile(deps, org, file);

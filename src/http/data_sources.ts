@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { dataSourceOutput } from '../../routers/data_sources.js';
-import type { Ctx, Deps } from '../context.js';
+import type { Ctx } from '../context.js';
 import { authorizeActor } from '../trpc.js';
 import { AppError, badRequest } from '../errors.js';
 import { documentOperation } from '../openapi.js';
@@ -32,8 +32,8 @@ function authorize(ctx: Ctx, permission: Permission): void {
   authorizeActor(ctx, { permission });
 }
 
-// eslint-disable-next-line @typescript-eslint/no-unused-vars
-export function register(app: FastifyInstance, deps: Deps): void {
+/** The upload route: registered in the scope that parses multipart/form-data (src/app.ts). */
+export function registerUploads(app: FastifyInstance): void {
   app.post(UPLOAD_PATH.replace('{id}', ':id'), async (req: FastifyRequest, reply: FastifyReply) => {
     const ctx = req.ctx;
     authorize(ctx, 'contacts:write');

@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import type { Deps } from '../context.js';
-import { register as branding } from './branding.js';
+import { register as branding, registerUploads as brandingUploads } from './branding.js';
 import { register as contacts } from './contacts.js';
-import { register as dataSources } from './data_sources.js';
+import { registerUploads as dataSourceUploads } from './data_sources.js';
 import { register as runs } from './runs.js';
 import { register as status } from './status.js';
 
@@ -16,6 +16,11 @@ export function registerHttpRoutes(app: FastifyInstance, deps: Deps): void {
   contacts(app, deps);
   status(app, deps);
   branding(app, deps);
-  dataSources(app, deps);
   runs(app, deps);
+}
+
+/** The routes that take files (multipart/form-data): `app` is the scope with the multipart parser. */
+export function registerUploadRoutes(app: FastifyInstance): void {
+  brandingUploads(app);
+  dataSourceUploads(app);
 }

@@ -231,6 +231,22 @@ export async function measure(s: Server, load: LoadSpec, opts: { seconds: number
   };
 }
 
+/**
+ * Several servers loaded at the same time, on the same core, each by its own load: every one is
+ * measured under the same contention at the same moments, so their CPU per request compares
+ * even when the machine's speed drifts between sequential runs.
+ */
+export async function measureTogether(servers: Server[], load: LoadSpec, opts: { seconds: number; warmup: number }): Promise<Run[]> {
+  await Promise.all(servers.map((s) => cannon(s.url, opts.warmup, load)));
+  const cpu0 = servers.map((s) => cpuSeconds(s.child.pid));
+  const results = await Promise.all(servers.map((s) => cannon(s.url, opts.seconds, load)));
+  const cpu1 = servers.map((s) => cpuSeconds(s.child.pid));
+  return results.map((r, i) => ({
+    rps: r['2xx'] / r.duration, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, total: r.requests.total,
+    cpuUs: ((cpu1[i] - cpu0[i]) * 1e6) / Math.max(1, r.requests.total),
+  }));
+}
+
 // ---- report ------------------------------------------------------------------------------------
 
 export const median = (xs: number[]) => {

@@ -19,6 +19,8 @@
  *   BENCH_PROFILE=1    afterwards, profile one measured run of the app and of raw (V8 sampling
  *                      profiler) and print where the time goes (see bench/profile-report.ts)
  *   BENCH_PROFILE_ONLY=1  skip the measured rounds and only profile
+ *   BENCH_SIDE_BY_SIDE=0  skip the side-by-side rounds (the app and raw loaded at the same time on
+ *                      the same core; on by default)
  *   BENCH_LADDER=1     afterwards, measure the intermediate servers of bench/ladder.ts (raw plus
  *                      one piece of the app at a time) to price each piece
  *   BENCH_KEEP=1       keep the seeded database and profiles in bench/.tmp/
@@ -28,7 +30,7 @@ import { join } from 'node:path';
 import { seed, type Seeded } from './seed.js';
 import { profileReport, compareReports } from './profile-report.js';
 import {
-  CORES, TMP, fmt, killChildren, log, measure as measureOn, median, num, pad, pinLoadGenerator, pinningText, startServer as start,
+  CORES, TMP, fmt, killChildren, log, measure as measureOn, measureTogether, median, num, pad, pinLoadGenerator, pinningText, startServer as start,
   stopServer, table, type LoadSpec, type Run, type Server, type ServerSpec,
 } from './lib.js';
 
@@ -43,6 +45,7 @@ const PROJECTS = Math.round(num('BENCH_PROJECTS', 100_000));
 const PROFILE = process.env.BENCH_PROFILE === '1' || process.env.BENCH_PROFILE_ONLY === '1';
 const PROFILE_ONLY = process.env.BENCH_PROFILE_ONLY === '1';
 const LADDER = process.env.BENCH_LADDER === '1';
+const TOGETHER = process.env.BENCH_SIDE_BY_SIDE !== '0' && !PROFILE_ONLY;
 const KEEP = process.env.BENCH_KEEP === '1';
 
 const startServer = (spec: ServerSpec, opts: { profOut?: string } = {}) => start(spec, { dbPath: DB_PATH, ...opts });
@@ -154,6 +157,29 @@ async function main(): Promise<void> {
     if (Math.abs(infoRatio - rawCpu / cpuInfo) > 0.1) {
       log('note: the req/s and CPU ratios differ by more than 0.1: other load on the machine varied between runs; trust the CPU figures more');
     }
+  }
+
+  if (TOGETHER) {
+    // The app and raw side by side: loaded at the same time on the same core, so the machine's
+    // drift between sequential runs (raw's own CPU per request has moved by 25 % between runs)
+    // hits both alike. Sharing the core's caches costs the bigger process more, so this ratio
+    // tends to sit a little below the sequential one.
+    const specs = [APP_INFO, RAW];
+    const servers = [];
+    for (const spec of specs) servers.push(await startServer(spec));
+    const each = Math.max(1, Math.round(CONNECTIONS / specs.length));
+    log();
+    log(`Side by side: ${specs.map((s) => s.name).join(' and ')} loaded at the same time on the same core, ${each} connections each, ${ROUNDS} round(s) of ${SECONDS} s`);
+    const ratios: number[] = [];
+    for (let round = 0; round < ROUNDS; round++) {
+      // Each server gets half the core: the first warm-up is twice as long.
+      const rs = await measureTogether(servers, { ...loadOf(keys), connections: each }, { seconds: SECONDS, warmup: round === 0 ? 2 * WARMUP : 1 });
+      ratios.push(rs[1].cpuUs / rs[0].cpuUs);
+      const bad = rs.some((r) => r.non2xx || r.errors) ? '  (non-2xx or errors!)' : '';
+      log(`round ${round + 1}/${ROUNDS}  ${specs.map((sp, i) => `${sp.name} ${fmt(rs[i].rps)} req/s, ${fmt(rs[i].cpuUs)} µs/req`).join('; ')}${bad}`);
+    }
+    for (const srv of servers) await stopServer(srv);
+    log(`→ CPU ratio raw/app, paired per round: ${ratios.map((r) => fmt(r, 3)).join(', ')} (median ${fmt(median(ratios), 3)}; target ≥ 0.90 → ${median(ratios) >= 0.9 ? 'met' : 'NOT met'})`);
   }
 
   if (LADDER) {

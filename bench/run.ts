@@ -21,8 +21,6 @@
  *   BENCH_PROFILE_ONLY=1  skip the measured rounds and only profile
  *   BENCH_SIDE_BY_SIDE=0  skip the side-by-side rounds (the app and raw loaded at the same time on
  *                      the same core; on by default)
- *   BENCH_LADDER=1     afterwards, measure the intermediate servers of bench/ladder.ts (raw plus
- *                      one piece of the app at a time) to price each piece
  *   BENCH_KEEP=1       keep the seeded database and profiles in bench/.tmp/
  */
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -44,7 +42,6 @@ const CONNECTIONS = Math.round(num('BENCH_CONNECTIONS', 50));
 const PROJECTS = Math.round(num('BENCH_PROJECTS', 100_000));
 const PROFILE = process.env.BENCH_PROFILE === '1' || process.env.BENCH_PROFILE_ONLY === '1';
 const PROFILE_ONLY = process.env.BENCH_PROFILE_ONLY === '1';
-const LADDER = process.env.BENCH_LADDER === '1';
 const TOGETHER = process.env.BENCH_SIDE_BY_SIDE !== '0' && !PROFILE_ONLY;
 const KEEP = process.env.BENCH_KEEP === '1';
 
@@ -180,36 +177,6 @@ async function main(): Promise<void> {
     }
     for (const srv of servers) await stopServer(srv);
     log(`→ CPU ratio raw/app, paired per round: ${ratios.map((r) => fmt(r, 3)).join(', ')} (median ${fmt(median(ratios), 3)}; target ≥ 0.90 → ${median(ratios) >= 0.9 ? 'met' : 'NOT met'})`);
-  }
-
-  if (LADDER) {
-    const { LADDER_STEPS } = await import('./ladder.js');
-    log();
-    log('Ladder: raw, then one piece of the app added at a time (bench/ladder.ts); each step alternated with raw');
-    const rawServer = await startServer(RAW);
-    const rows = [['step', 'median req/s', 'p50 ms', 'p99 ms', 'req/s vs raw (paired)', 'CPU µs/req', 'raw CPU ÷ this']];
-    const rawRuns: Run[] = [];
-    for (const step of LADDER_STEPS) {
-      const s = await startServer({ name: step.name, script: step.script ?? 'ladder.ts', env: { LADDER_STEP: step.id, LOG_LEVEL: step.logLevel ?? 'warn' } });
-      await sanity(s, rawServer, seeded);
-      const mine: Run[] = [];
-      const ratios: number[] = [];
-      for (let round = 0; round < ROUNDS; round++) {
-        const r = await measure(s, keys);
-        const base = await measure(rawServer, keys);
-        mine.push(r); rawRuns.push(base); ratios.push(r.rps / base.rps);
-      }
-      await stopServer(s);
-      const cpu = median(mine.map((r) => r.cpuUs));
-      const rawCpuHere = median(rawRuns.slice(-ROUNDS).map((r) => r.cpuUs));
-      rows.push([step.name, fmt(median(mine.map((r) => r.rps))), fmt(median(mine.map((r) => r.p50)), 1), fmt(median(mine.map((r) => r.p99)), 1), `${fmt(median(ratios), 3)}×`,
-        fmt(cpu), `${fmt(rawCpuHere / cpu, 3)}×`]);
-      log(`  ${pad(step.name, 48)} ${fmt(median(mine.map((r) => r.rps)))} req/s, ${fmt(median(ratios), 3)}× raw; CPU ${fmt(cpu)} µs/req vs raw ${fmt(rawCpuHere)}`);
-    }
-    rows.push(['raw (all runs above)', fmt(median(rawRuns.map((r) => r.rps))), fmt(median(rawRuns.map((r) => r.p50)), 1), fmt(median(rawRuns.map((r) => r.p99)), 1), '1.000×', fmt(median(rawRuns.map((r) => r.cpuUs))), '1.000×']);
-    await stopServer(rawServer);
-    log();
-    log(table(rows));
   }
 
   if (PROFILE) {

@@ -167,7 +167,6 @@ export async function buildApp(config: Config, opts: BuildOptions = {}): Promise
     reply.code(mapped.status).send(mapped.body);
   });
 
-
   // Unknown path → 404; known path, other method → 405 with Allow.
   const known = FindMyWay({ ignoreTrailingSlash: false });
   const methodsByRoute = new Map<string, Set<string>>();

@@ -153,7 +153,8 @@ function withPaging<R>(query: ListQuery<R>, p: PagingPlan): ListQuery<R> {
 
 function preparedPage<R>(ctx: Ctx, opts: PaginateOptions<R>, plan: PagingPlan): CompiledQuery<R> {
   const { shape, params } = opts.prepared!;
-  const key = `${opts.table}|${shape}|${plan.cursor ? `cursor ${plan.op} ${plan.dir}` : 'page'}`;
+  // The paging options are part of the key: a service that sorts by input need not say so in `shape`.
+  const key = `${opts.table}|${shape}|${plan.sortCol}|${plan.idCol}|${plan.dir}|${plan.cursor ? `cursor ${plan.op}` : 'page'}`;
   const db = ctx.deps.db.kysely;
   let pages = compiledPages.get(db);
   if (!pages) compiledPages.set(db, pages = new Map());

@@ -105,10 +105,13 @@ const stateError = (err: unknown): never => {
   throw err;
 };
 
+/**
+ * Answers the run as the cancel left it: cancelled, or still running with `cancel_requested`. Not
+ * read back afterwards, since a worker may already have stopped the run by then.
+ */
 export async function cancelRun(ctx: Ctx, id: string): Promise<RunView> {
   await loadOwnRun(ctx, id);
-  await cancelRunNow(ctx.deps, id).catch(stateError);
-  return getRun(ctx, id);
+  return presentRun(await cancelRunNow(ctx.deps, id).catch(stateError));
 }
 
 export interface DecisionInput { step_id?: string; comment?: string }
